@@ -1,0 +1,1 @@
+"""Export: a training checkpoint becomes two verified ONNX graphs and a manifest."""

@@ -1,0 +1,3 @@
+from export.onnx_export import main
+
+main()

@@ -1,0 +1,179 @@
+"""Checkpoint -> models/<name>/<version>/{encoder.onnx, decoder.onnx, manifest.json}.
+
+    python -m export --checkpoint runs/digits/checkpoint.pt --repository models --name digits
+
+Two graphs with a dynamic batch axis, no random operators (the service draws eps), each checked
+with onnx.checker and compared with PyTorch in onnxruntime before the version is published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from modelrepo.manifest import GraphEntry, InputSpec, Manifest, Parity, TensorSpec
+from modelrepo.repository import MANIFEST, next_version, publish, sha256_file, staging_dir
+from training.model import VAE
+from training.train import load_checkpoint
+
+log = logging.getLogger("export")
+PARITY_BATCHES = [1, 7, 37, 256]
+PARITY_TOLERANCE = 1e-5
+RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
+              "Multinomial", "Bernoulli"}
+
+
+class EncoderGraph(nn.Module):
+    """x [N, C, H, W] -> mu, logvar [N, Z]: the distribution only, no sampling."""
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.encode(x)
+
+
+class DecoderGraph(nn.Module):
+    """z [N, Z] -> x [N, C, H, W]: the decoder's mean (Bernoulli probabilities)."""
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z)
+
+
+def export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
+                 output_names: list[str]) -> None:
+    """The current (dynamo) exporter, one file; the legacy exporter only as a logged fallback."""
+    kwargs = dict(input_names=[input_name], output_names=output_names)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example,), str(path), dynamo=True, external_data=False, verbose=False,
+                dynamic_shapes={input_name: {0: torch.export.Dim("N")}}, **kwargs,
+            )
+    except Exception as exc:  # noqa: BLE001 - any exporter failure falls back, loudly
+        log.warning("dynamo export of %s failed (%s); falling back to the legacy exporter",
+                    path.name, exc)
+        axes = {n: {0: "N"} for n in [input_name, *output_names]}
+        torch.onnx.export(module, (example,), str(path), dynamo=False, dynamic_axes=axes,
+                          opset_version=18, **kwargs)
+
+
+def check_graph(path: Path) -> onnx.ModelProto:
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    random_ops = {n.op_type for n in model.graph.node} & RANDOM_OPS
+    if random_ops:
+        raise ValueError(f"{path.name} contains random operators {sorted(random_ops)}")
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def graph_entry(path: Path, model: onnx.ModelProto) -> GraphEntry:
+    def specs(values) -> list[TensorSpec]:
+        out = []
+        for v in values:
+            dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            out.append(TensorSpec(name=v.name, shape=["N" if isinstance(d, str) else d
+                                                      for d in dims]))
+        return out
+
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return GraphEntry(path=path.name, sha256=sha256_file(path), bytes=path.stat().st_size,
+                      opset=opset, inputs=specs(model.graph.input),
+                      outputs=specs(model.graph.output))
+
+
+def parity(vae: VAE, folder: Path, x_real: np.ndarray, seed: int = 0) -> Parity:
+    """Max |onnxruntime - torch| over several batch sizes, for both graphs."""
+    enc = ort.InferenceSession(str(folder / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    enc_diff = dec_diff = 0.0
+    for n in PARITY_BATCHES:
+        x = x_real[rng.integers(0, len(x_real), n)].astype(np.float32)
+        z = rng.standard_normal((n, vae.cfg.latent_dim)).astype(np.float32)
+        with torch.no_grad():
+            mu, logvar = vae.encode(torch.from_numpy(x))
+            xr = vae.decode(torch.from_numpy(z))
+        o_mu, o_logvar = enc.run(["mu", "logvar"], {"x": x})
+        (o_x,) = dec.run(["x"], {"z": z})
+        enc_diff = max(enc_diff, float(np.abs(o_mu - mu.numpy()).max()),
+                       float(np.abs(o_logvar - logvar.numpy()).max()))
+        dec_diff = max(dec_diff, float(np.abs(o_x - xr.numpy()).max()))
+    return Parity(batch_sizes=PARITY_BATCHES, encoder_max_abs_diff=enc_diff,
+                  decoder_max_abs_diff=dec_diff, tolerance=PARITY_TOLERANCE)
+
+
+def heldout_items(payload: dict, shape: list[int]) -> np.ndarray:
+    """The checkpoint's held-out items for parity; uniform noise if the data is not at hand."""
+    from training.data import load_dataset
+
+    try:
+        cfg = payload["train_config"]
+        ds = load_dataset(cfg["data"], cfg.get("data_path"))
+        return ds.x[payload["data"]["heldout_idx"]]
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("training data not available (%s); parity on uniform noise", exc)
+        return np.random.default_rng(0).random((512, *shape), dtype=np.float32)
+
+
+def export_checkpoint(checkpoint: str | Path, repository: str | Path, name: str,
+                      version: int | None = None, x_real: np.ndarray | None = None) -> Path:
+    vae, payload = load_checkpoint(checkpoint)
+    cfg = vae.cfg
+    version = version or next_version(repository, name)
+    stage = staging_dir(repository, name)
+    shape = list(cfg.input_shape)
+    export_graph(EncoderGraph(vae), torch.rand(2, *shape), stage / "encoder.onnx", "x",
+                 ["mu", "logvar"])
+    export_graph(DecoderGraph(vae), torch.randn(2, cfg.latent_dim), stage / "decoder.onnx", "z",
+                 ["x"])
+    graphs = {g: graph_entry(stage / f"{g}.onnx", check_graph(stage / f"{g}.onnx"))
+              for g in ("encoder", "decoder")}
+    if x_real is None:
+        x_real = heldout_items(payload, shape)
+    par = parity(vae, stage, x_real)
+    if max(par.encoder_max_abs_diff, par.decoder_max_abs_diff) > PARITY_TOLERANCE:
+        raise ValueError(f"parity check failed: {par}")
+    data = {k: v for k, v in payload["data"].items() if k != "heldout_idx"}
+    manifest = Manifest(
+        name=name, version=version, created=datetime.now(UTC).isoformat(timespec="seconds"),
+        input=InputSpec(shape=shape, range=tuple(data.get("range", (0.0, 1.0)))),
+        latent_dim=cfg.latent_dim, likelihood=cfg.likelihood, graphs=graphs,
+        parity=par,
+        training={"data": data, "metrics": payload["metrics"],
+                  "model": payload["model_config"], "config": payload["train_config"]},
+        software={"python": platform.python_version(), "torch": torch.__version__,
+                  "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+    )
+    (stage / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return publish(stage, repository, name, version)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--repository", default="models")
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", type=int, default=None, help="default: the next free integer")
+    args = p.parse_args(argv)
+    path = export_checkpoint(args.checkpoint, args.repository, args.name, args.version)
+    m = Manifest.model_validate_json((path / MANIFEST).read_text())
+    log.info("wrote %s (parity: encoder %.2e, decoder %.2e)", path,
+             m.parity.encoder_max_abs_diff, m.parity.decoder_max_abs_diff)

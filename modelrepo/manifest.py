@@ -1,0 +1,105 @@
+"""The manifest: the one contract between export (writes it) and service (validates it).
+
+Versioned by SCHEMA_VERSION. The JSON Schema file beside this module (manifest.schema.json) is
+generated from these models (`python -m modelrepo.manifest > modelrepo/manifest.schema.json`)
+and a test keeps the two equal. Only numpy/pydantic here: the service imports it without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorSpec(_Strict):
+    name: str
+    dtype: Literal["float32"] = "float32"
+    shape: list[int | str]  # "N" marks the dynamic batch axis
+
+
+class FileEntry(_Strict):
+    path: str = Field(description="file name inside the version folder")
+    sha256: str
+    bytes: int = Field(ge=0)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        if not _SHA256.match(v):
+            raise ValueError("sha256 must be 64 lowercase hex characters")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # A manifest must never point outside its own version folder.
+        if not v or "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError(f"file path {v!r} must be a plain file name")
+        return v
+
+
+class GraphEntry(FileEntry):
+    opset: int = Field(ge=1)
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class InputSpec(_Strict):
+    shape: list[int] = Field(min_length=3, max_length=3, description="[C, H, W]")
+    dtype: Literal["float32"] = "float32"
+    range: tuple[float, float] = (0.0, 1.0)
+    preprocessing: str = "pixel values scaled to [0, 1]"
+
+
+class Parity(_Strict):
+    batch_sizes: list[int]
+    encoder_max_abs_diff: float
+    decoder_max_abs_diff: float
+    tolerance: float
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    version: int = Field(ge=1)
+    created: str = Field(description="ISO 8601 UTC time of export")
+    input: InputSpec
+    latent_dim: int = Field(ge=1)
+    likelihood: Literal["bernoulli"]
+    graphs: dict[Literal["encoder", "decoder"], GraphEntry]
+    files: list[FileEntry] = Field(default_factory=list, description="further files, e.g. data")
+    training: dict = Field(default_factory=dict, description="data description and metrics")
+    parity: Parity
+    software: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("graphs")
+    @classmethod
+    def _both_graphs(cls, v: dict) -> dict:
+        missing = {"encoder", "decoder"} - set(v)
+        if missing:
+            raise ValueError(f"graphs must include {sorted(missing)}")
+        return v
+
+    def all_files(self) -> list[FileEntry]:
+        return [self.graphs["encoder"], self.graphs["decoder"], *self.files]
+
+
+def json_schema() -> dict:
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"vae-serving/manifest/v{SCHEMA_VERSION}"
+    return schema
+
+
+if __name__ == "__main__":
+    print(json.dumps(json_schema(), indent=2))

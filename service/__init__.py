@@ -1,0 +1,1 @@
+"""Serving: BentoML + onnxruntime (never torch). The service class lives in service.app."""

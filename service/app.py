@@ -1,0 +1,158 @@
+"""The VAE service: BentoML endpoints over onnxruntime, as in ../shared/API.md.
+
+    BENTOML_DO_NOT_TRACK=true bentoml serve service.app:VAEService --host 127.0.0.1 --port 3000
+
+Endpoints are thin: decode and validate the request (service/tensors.py), run the graphs
+(service/engine.py), apply the latent-space rules (service/latent.py), encode the response.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+import bentoml
+import numpy as np
+from pydantic import Field
+
+from modelrepo.repository import ModelRepositoryError
+from service import latent
+from service.config import load_settings
+from service.engine import ModelRuntime, ModelSet
+from service.errors import BadInput
+from service.metrics import ITEMS, MODEL_INFO, MODEL_LOAD_SECONDS
+from service.middleware import ApiMiddleware
+from service.tensors import decode_images, decode_latents, encode_images
+
+log = logging.getLogger("vae.service")
+SETTINGS = load_settings()
+ENDPOINTS = {"/encode", "/decode", "/sample", "/interpolate", "/reconstruct", "/model",
+             "/livez", "/readyz", "/metrics"}
+
+Version = Annotated[int | None, Field(ge=1, description="model version; default the highest")]
+Seed = Annotated[int | None, Field(ge=0, description="seed for eps; omit for fresh draws")]
+OutputFormat = Literal["json", "npy", "png"]
+
+
+def _limit(field: str, value: int, limit: int) -> None:
+    if value > limit:
+        raise BadInput(f"{field}: {value} exceeds the limit of {limit}")
+
+
+@bentoml.service(
+    name="vae",
+    workers=SETTINGS.workers,
+    threads=SETTINGS.threads,
+    traffic={"timeout": SETTINGS.timeout_s},
+)
+class VAEService:
+    def __init__(self) -> None:
+        # Refuse to start on a missing model, an invalid manifest or a sha256 mismatch.
+        try:
+            self.models = ModelSet.load(SETTINGS)
+        except ModelRepositoryError as exc:
+            log.error("refusing to start: %s", exc)
+            raise SystemExit(f"refusing to start: {exc}") from exc
+        for v, rt in self.models.runtimes.items():
+            g = rt.manifest.graphs
+            MODEL_INFO.labels(self.models.name, str(v), g["encoder"].sha256, g["decoder"].sha256,
+                              rt.provider).set(1)
+            MODEL_LOAD_SECONDS.labels(self.models.name, str(v)).set(rt.load_seconds)
+
+    def __is_ready__(self) -> bool:
+        # Loading verifies and warms every version in __init__; serving implies both are done.
+        return bool(self.models.runtimes)
+
+    def _images(self, rt: ModelRuntime, value: Any, field: str) -> np.ndarray:
+        return decode_images(value, field, rt.shape, rt.manifest.input.range, SETTINGS.max_items)
+
+    @bentoml.api(route="/encode")
+    def encode(self, inputs: Any, samples: Annotated[int, Field(ge=0)] = 0, seed: Seed = None,
+               version: Version = None) -> dict[str, Any]:
+        _limit("samples", samples, SETTINGS.max_samples)
+        rt = self.models.get(version)
+        x = self._images(rt, inputs, "inputs")
+        mu, logvar = rt.encode(x)
+        out = {"mu": mu.tolist(), "sigma": latent.sigma_of(logvar).tolist(),
+               "logvar": logvar.tolist()}
+        if samples > 0:
+            eps = latent.draw_eps(seed, (len(x), samples, rt.latent_dim))
+            out["z"] = latent.sample_posterior(mu, logvar, eps).tolist()
+        ITEMS.labels("/encode").inc(len(x))
+        return out
+
+    @bentoml.api(route="/decode")
+    def decode(self, z: Any, output_format: OutputFormat = "json",
+               version: Version = None) -> dict[str, Any]:
+        rt = self.models.get(version)
+        zs = decode_latents(z, "z", rt.latent_dim, SETTINGS.max_items)
+        ITEMS.labels("/decode").inc(len(zs))
+        return {"outputs": encode_images(rt.decode(zs), output_format)}
+
+    @bentoml.api(route="/sample")
+    def sample(self, n: Annotated[int, Field(ge=1)] = 1,
+               temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0,
+               seed: Seed = None, output_format: OutputFormat = "json",
+               version: Version = None) -> dict[str, Any]:
+        _limit("n", n, SETTINGS.max_n)
+        rt = self.models.get(version)
+        z = np.float32(temperature) * latent.draw_eps(seed, (n, rt.latent_dim))
+        ITEMS.labels("/sample").inc(n)
+        return {"z": z.tolist(), "outputs": encode_images(rt.decode(z), output_format)}
+
+    @bentoml.api(route="/interpolate")
+    def interpolate(self, start: Any = None, end: Any = None, start_z: Any = None,
+                    end_z: Any = None, steps: Annotated[int, Field(ge=2)] = 8,
+                    method: Literal["lerp", "slerp"] = "lerp", output_format: OutputFormat = "json",
+                    version: Version = None) -> dict[str, Any]:
+        _limit("steps", steps, SETTINGS.max_steps)
+        rt = self.models.get(version)
+        if start is not None and end is not None and start_z is None and end_z is None:
+            xa, xb = self._images(rt, start, "start"), self._images(rt, end, "end")
+            if len(xa) != len(xb):
+                raise BadInput(f"start, end: {len(xa)} and {len(xb)} items; pairs must match")
+            mu, _ = rt.encode(np.concatenate([xa, xb]))
+            a, b = mu[: len(xa)], mu[len(xa):]
+        elif start_z is not None and end_z is not None and start is None and end is None:
+            a = decode_latents(start_z, "start_z", rt.latent_dim, SETTINGS.max_items)
+            b = decode_latents(end_z, "end_z", rt.latent_dim, SETTINGS.max_items)
+            if len(a) != len(b):
+                raise BadInput(f"start_z, end_z: {len(a)} and {len(b)} rows; pairs must match")
+        else:
+            raise BadInput("start, end, start_z, end_z: give either start and end (images) "
+                           "or start_z and end_z (latents)")
+        _limit("steps × pairs", steps * len(a), SETTINGS.max_items * 8)
+        path = latent.interpolate(a, b, steps, method)
+        x = rt.decode(path.reshape(-1, rt.latent_dim)).reshape(len(a), steps, *rt.shape)
+        ITEMS.labels("/interpolate").inc(len(a) * steps)
+        return {"z": path.tolist(), "outputs": encode_images(x, output_format)}
+
+    @bentoml.api(route="/reconstruct")
+    def reconstruct(self, inputs: Any, sample: bool = False, seed: Seed = None,
+                    output_format: OutputFormat = "json",
+                    version: Version = None) -> dict[str, Any]:
+        rt = self.models.get(version)
+        x = self._images(rt, inputs, "inputs")
+        mu, logvar = rt.encode(x)
+        z = latent.sample_posterior(mu, logvar, latent.draw_eps(seed, mu.shape)) if sample else mu
+        ITEMS.labels("/reconstruct").inc(len(x))
+        return {"outputs": encode_images(rt.decode(z), output_format)}
+
+    @bentoml.api(route="/model")
+    def model(self, version: Version = None) -> dict[str, Any]:
+        rt = self.models.get(version)
+        m = rt.manifest
+        return {
+            "name": m.name, "version": m.version, "versions": self.models.versions,
+            "input": {"shape": m.input.shape, "dtype": m.input.dtype, "range": list(m.input.range)},
+            "latent_dim": m.latent_dim, "likelihood": m.likelihood,
+            "graphs": {g: {"sha256": e.sha256, "opset": e.opset} for g, e in m.graphs.items()},
+            "provider": rt.provider,
+            "training": {"data": m.training.get("data"), "metrics": m.training.get("metrics")},
+            "parity": m.parity.model_dump(),
+            "created": m.created,
+        }
+
+
+VAEService.add_asgi_middleware(ApiMiddleware, endpoints=ENDPOINTS,
+                               max_body_bytes=SETTINGS.max_body_bytes)

@@ -1,0 +1,38 @@
+"""Every service setting, read from VAE_* environment variables (listed in README)."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(protected_namespaces=(), extra="forbid")
+
+    model_repository: str = "models"
+    model_name: str = "digits"
+    # "latest" (the highest version), "all", or a comma-separated list such as "1,3"
+    model_versions: str = "latest"
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(1, ge=0)  # 0 lets onnxruntime pick
+    inter_op_threads: int = Field(1, ge=0)
+    workers: int = Field(1, ge=1)
+    threads: int = Field(4, ge=1)  # concurrent sync requests per worker
+    timeout_s: int = Field(60, ge=1)
+    max_items: int = Field(1024, ge=1)  # items (rows) in one request
+    max_samples: int = Field(64, ge=1)  # /encode samples per item
+    max_n: int = Field(1024, ge=1)  # /sample n
+    max_steps: int = Field(256, ge=2)  # /interpolate steps
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    values = {name: env[f"VAE_{name.upper()}"] for name in Settings.model_fields
+              if f"VAE_{name.upper()}" in env}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SystemExit(f"invalid VAE_* setting: {exc}") from None

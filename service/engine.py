@@ -1,0 +1,137 @@
+"""onnxruntime sessions for the verified versions of one model: the service's only compute.
+
+No torch here: the serving image carries onnxruntime (CPU or GPU build) and numpy only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from modelrepo.manifest import Manifest
+from modelrepo.repository import ModelRepositoryError, ModelVersion, list_versions, load_version
+from service.config import Settings
+from service.errors import VersionNotFound
+
+log = logging.getLogger("vae.engine")
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+def select_providers(requested: str, available: list[str]) -> list[str]:
+    """auto: CUDA when this onnxruntime build sees it (onnxruntime-gpu), else CPU."""
+    if requested == "cpu":
+        return [CPU]
+    if requested == "cuda":
+        if CUDA not in available:
+            raise ModelRepositoryError(
+                f"VAE_PROVIDER=cuda but onnxruntime offers only {available} "
+                "(install the gpu extra, onnxruntime-gpu, on a machine with CUDA)")
+        return [CUDA, CPU]
+    if requested == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    raise ValueError(f"unknown provider {requested!r} (auto, cpu or cuda)")
+
+
+def select_versions(spec: str, available: list[int]) -> list[int]:
+    if not available:
+        return []
+    if spec == "latest":
+        return [max(available)]
+    if spec == "all":
+        return list(available)
+    wanted = sorted({int(v) for v in spec.split(",") if v.strip()})
+    missing = [v for v in wanted if v not in available]
+    if missing:
+        raise ModelRepositoryError(f"versions {missing} requested but not in the repository "
+                                   f"(available: {available})")
+    return wanted
+
+
+class ModelRuntime:
+    """One verified version: its manifest and an encoder and decoder session."""
+
+    def __init__(self, mv: ModelVersion, providers: list[str], settings: Settings):
+        self.manifest: Manifest = mv.manifest
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = settings.intra_op_threads
+        opts.inter_op_num_threads = settings.inter_op_threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        t0 = time.perf_counter()
+        try:
+            self.encoder = ort.InferenceSession(str(mv.file("encoder.onnx")), opts,
+                                                providers=providers)
+            self.decoder = ort.InferenceSession(str(mv.file("decoder.onnx")), opts,
+                                                providers=providers)
+        except Exception as exc:  # onnxruntime raises its own (non-exported) exception types
+            raise ModelRepositoryError(f"{mv.path}: onnxruntime cannot load a graph: {exc}") \
+                from exc
+        self.provider = self.encoder.get_providers()[0]
+        self.warmup()
+        self.load_seconds = time.perf_counter() - t0
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self.manifest.input.shape)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.manifest.latent_dim
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, logvar = self.encoder.run(["mu", "logvar"], {"x": x})
+        return mu, logvar
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        (x,) = self.decoder.run(["x"], {"z": np.ascontiguousarray(z, dtype=np.float32)})
+        return x
+
+    def warmup(self) -> None:
+        """One run of each graph at batch 1 and 8, checking the output shapes it promises."""
+        for n in (1, 8):
+            mu, logvar = self.encode(np.zeros((n, *self.shape), dtype=np.float32))
+            x = self.decode(mu)
+            if mu.shape != (n, self.latent_dim) or logvar.shape != mu.shape or \
+                    list(x.shape) != [n, *self.shape]:
+                raise ModelRepositoryError(
+                    f"{self.manifest.name}/{self.manifest.version}: graph shapes "
+                    f"{mu.shape}, {x.shape} disagree with the manifest")
+
+
+@dataclass
+class ModelSet:
+    """The loaded versions of one model name; requests pick one (default: the highest)."""
+
+    name: str
+    runtimes: dict[int, ModelRuntime]
+
+    @classmethod
+    def load(cls, settings: Settings) -> ModelSet:
+        available = list_versions(settings.model_repository, settings.model_name)
+        if not available:
+            raise ModelRepositoryError(
+                f"no versions of model {settings.model_name!r} in repository "
+                f"{settings.model_repository!r} (expected <repository>/<name>/<int>/manifest.json)")
+        providers = select_providers(settings.provider, ort.get_available_providers())
+        runtimes = {}
+        for v in select_versions(settings.model_versions, available):
+            mv = load_version(settings.model_repository, settings.model_name, v)
+            runtimes[v] = ModelRuntime(mv, providers, settings)
+            log.info("loaded %s/%d on %s in %.2f s", settings.model_name, v,
+                     runtimes[v].provider, runtimes[v].load_seconds)
+        return cls(settings.model_name, runtimes)
+
+    @property
+    def versions(self) -> list[int]:
+        return sorted(self.runtimes)
+
+    def get(self, version: int | None) -> ModelRuntime:
+        if version is None:
+            return self.runtimes[self.versions[-1]]
+        if version not in self.runtimes:
+            raise VersionNotFound(f"version: {version} is not loaded for model {self.name!r} "
+                                  f"(loaded: {self.versions})")
+        return self.runtimes[version]

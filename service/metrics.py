@@ -1,0 +1,27 @@
+"""The service's own Prometheus series (prefix vae_), served by BentoML's /metrics.
+
+`bentoml serve` sets PROMETHEUS_MULTIPROC_DIR before workers start, so these prometheus_client
+objects write per-process files that /metrics merges across workers. Gauges therefore declare a
+multiprocess mode, and Info/Enum (unsupported there) are expressed as a labelled gauge.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Buckets reach past 10 s: a large batch on a busy CPU is slow, and it must still be visible.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 20.0, 30.0, 60.0)
+
+REQUESTS = Counter("vae_requests", "HTTP requests answered, by endpoint and status code",
+                   ["endpoint", "status"])
+LATENCY = Histogram("vae_request_duration_seconds", "Time from request to response, by endpoint",
+                    ["endpoint"], buckets=LATENCY_BUCKETS)
+IN_FLIGHT = Gauge("vae_requests_in_flight", "Requests being processed now, by endpoint",
+                  ["endpoint"], multiprocess_mode="livesum")
+ITEMS = Counter("vae_items", "Items (rows) processed, by endpoint", ["endpoint"])
+MODEL_INFO = Gauge("vae_model_info", "Loaded model versions (value 1), with their identity",
+                   ["name", "version", "encoder_sha256", "decoder_sha256", "provider"],
+                   multiprocess_mode="max")
+MODEL_LOAD_SECONDS = Gauge("vae_model_load_seconds", "Time to load, verify and warm a version",
+                           ["name", "version"], multiprocess_mode="max")

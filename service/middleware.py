@@ -1,0 +1,152 @@
+"""One ASGI middleware in front of the API: request IDs, body limits, content types, metrics,
+and the contract's error body {"error": message} for every status.
+
+BentoML answers its own 4xx as a JSON array, pydantic errors as {"error", "detail"}, unknown
+routes as plain text; rewriting error responses here gives clients one shape whatever raised.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from service.metrics import IN_FLIGHT, LATENCY, REQUESTS
+
+Scope = dict[str, Any]
+
+
+def error_message(body: bytes, status: int) -> dict[str, Any]:
+    """Whatever the error body was, the contract's object with a message naming the field."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        data = data[0]  # BentoML's 4xx: [{"error": ...}]
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        detail = data.get("detail")
+        if isinstance(detail, list) and detail:  # pydantic: name each field and its problem
+            parts = []
+            for d in detail:
+                loc = ".".join(str(p) for p in d.get("loc", ()) if p not in ("body",))
+                parts.append(f"{loc or 'body'}: {d.get('msg', 'invalid')}")
+            data = {**data, "error": "; ".join(parts)}
+        return data
+    text = body.decode("utf-8", "replace").strip() if body and data is None else ""
+    return {"error": text or HTTPStatus(status).phrase}
+
+
+class ApiMiddleware:
+    def __init__(self, app: Any, endpoints: set[str], max_body_bytes: int):
+        self.app = app
+        self.endpoints = endpoints
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
+        t0 = time.perf_counter()
+        status_seen = [500]
+        IN_FLIGHT.labels(endpoint).inc()
+        try:
+            await self._handle(scope, receive, send, headers, rid, status_seen)
+        finally:
+            IN_FLIGHT.labels(endpoint).dec()
+            REQUESTS.labels(endpoint, str(status_seen[0])).inc()
+            LATENCY.labels(endpoint).observe(time.perf_counter() - t0)
+
+    async def _handle(self, scope: Scope, receive: Any, send: Any, headers: dict, rid: str,
+                      status_seen: list[int]) -> None:
+        async def respond_error(status: int, message: str) -> None:
+            await self._send_json(send, status, {"error": message, "request_id": rid}, rid)
+            status_seen[0] = status
+
+        if scope["method"] == "POST" and scope["path"] in self.endpoints:
+            ctype = headers.get(b"content-type", b"application/json").decode("latin-1")
+            if ctype.split(";")[0].strip().lower() != "application/json":
+                await respond_error(415, f"Content-Type: {ctype!r} is not accepted; "
+                                         "send application/json")
+                return
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and \
+                    int(declared) > self.max_body_bytes:
+                await respond_error(413, f"body: {int(declared)} bytes exceed the limit of "
+                                         f"{self.max_body_bytes} bytes")
+                return
+            body = await self._read_body(receive)
+            if body is None:
+                await respond_error(413, f"body: exceeds the limit of {self.max_body_bytes} bytes")
+                return
+            receive = self._replay(body, receive)
+
+        buffered: dict[str, Any] = {}
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status_seen[0] = message["status"]
+                if message["status"] >= 400:  # hold the error body back to rewrite it
+                    buffered["start"], buffered["body"] = message, b""
+                    return
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", rid.encode("latin-1"))]
+                await send(message)
+            elif message["type"] == "http.response.body" and "start" in buffered:
+                buffered["body"] += message.get("body", b"")
+                if not message.get("more_body", False):
+                    status = buffered["start"]["status"]
+                    data = error_message(buffered["body"], status)
+                    data.setdefault("request_id", rid)
+                    await self._send_json(send, status, data, rid, buffered["start"])
+            else:
+                await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    async def _read_body(self, receive: Any) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    @staticmethod
+    def _replay(body: bytes, receive: Any) -> Any:
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as ASGI expects
+
+        return replay
+
+    @staticmethod
+    async def _send_json(send: Any, status: int, data: dict, rid: str,
+                         start: dict | None = None) -> None:
+        body = json.dumps(data).encode()
+        keep = [(k, v) for k, v in (start or {}).get("headers", [])
+                if k.lower() not in (b"content-length", b"content-type")]
+        if status in (429, 503) and not any(k.lower() == b"retry-after" for k, _ in keep):
+            keep.append((b"retry-after", b"1"))
+        headers = [*keep, (b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()),
+                   (b"x-request-id", rid.encode("latin-1"))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

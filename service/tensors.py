@@ -1,0 +1,143 @@
+"""Tensor encodings of the contract: JSON arrays, {"npy": base64}, {"png": [base64, ...]}.
+
+Decoders validate everything before a tensor reaches a model: type, shape, finiteness, range,
+item limits. Each error names the field and the limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from service.errors import BadInput
+
+OUTPUT_FORMATS = ("json", "npy", "png")
+
+
+def _b64(data: Any, field: str) -> bytes:
+    if not isinstance(data, str):
+        raise BadInput(f"{field}: expected a base64 string")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadInput(f"{field}: invalid base64 ({exc})") from None
+
+
+def _from_npy(data: Any, field: str) -> np.ndarray:
+    raw = _b64(data, f"{field}.npy")
+    try:
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadInput(f"{field}.npy: not a readable .npy file without pickle ({exc})") from None
+    if not isinstance(arr, np.ndarray):
+        raise BadInput(f"{field}.npy: expected one array")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / np.float32(255.0)
+    if arr.dtype not in (np.float32, np.float64):
+        raise BadInput(f"{field}.npy: dtype {arr.dtype} not accepted (float32, float64 or uint8)")
+    return arr.astype(np.float32, copy=False)
+
+
+def _from_png(items: Any, field: str, shape: list[int]) -> np.ndarray:
+    c, h, w = shape
+    if not isinstance(items, list) or not items:
+        raise BadInput(f"{field}.png: expected a non-empty list of base64 PNG images")
+    out = np.empty((len(items), c, h, w), dtype=np.float32)
+    for i, item in enumerate(items):
+        raw = _b64(item, f"{field}.png[{i}]")
+        try:
+            img = Image.open(io.BytesIO(raw), formats=["PNG"])
+            # The size is read from the header: a decompression bomb is refused before decoding.
+            if img.size != (w, h):
+                raise BadInput(f"{field}.png[{i}]: image is {img.size[0]}x{img.size[1]}, "
+                               f"the model takes exactly {w}x{h} (W x H)")
+            img = img.convert("L" if c == 1 else "RGB")
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+            raise BadInput(f"{field}.png[{i}]: not a readable PNG ({exc})") from None
+        px = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+        out[i] = px[None] if c == 1 else px.transpose(2, 0, 1)
+    return out
+
+
+def _from_json(value: list, field: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise BadInput(f"{field}: expected a rectangular array of numbers") from None
+
+
+def _raw_array(value: Any, field: str, shape: list[int] | None) -> np.ndarray:
+    if isinstance(value, list):
+        return _from_json(value, field)
+    if isinstance(value, dict) and len(value) == 1 and "npy" in value:
+        return _from_npy(value["npy"], field)
+    if isinstance(value, dict) and len(value) == 1 and "png" in value and shape is not None:
+        return _from_png(value["png"], field, shape)
+    kinds = 'a JSON array, {"npy": base64}' + (' or {"png": [base64, ...]}' if shape else "")
+    raise BadInput(f"{field}: expected {kinds}")
+
+
+def _check_items(arr: np.ndarray, field: str, max_items: int) -> None:
+    if arr.shape[0] < 1:
+        raise BadInput(f"{field}: at least 1 item is required")
+    if arr.shape[0] > max_items:
+        raise BadInput(f"{field}: {arr.shape[0]} items exceed the limit of {max_items} per request")
+
+
+def decode_images(value: Any, field: str, shape: list[int], value_range: tuple[float, float],
+                  max_items: int) -> np.ndarray:
+    """-> float32 [N, C, H, W]. Accepts [N, *S], [N, prod(S)] and, when C == 1, [N, H, W]."""
+    arr = _raw_array(value, field, shape)
+    c, h, w = shape
+    accepted = [[c, h, w], [c * h * w]] + ([[h, w]] if c == 1 else [])
+    if arr.ndim < 2 or list(arr.shape[1:]) not in accepted:
+        forms = " or ".join(str(["N", *a]) for a in accepted)
+        raise BadInput(f"{field}: shape {list(arr.shape)} is not {forms}; a single item needs "
+                       f"the batch axis too")
+    _check_items(arr, field, max_items)
+    arr = arr.reshape(arr.shape[0], c, h, w)
+    lo, hi = value_range
+    if not np.isfinite(arr).all():
+        raise BadInput(f"{field}: values must be finite (no NaN or Inf)")
+    if arr.min() < lo or arr.max() > hi:
+        raise BadInput(f"{field}: values must lie in [{lo}, {hi}], got "
+                       f"[{float(arr.min()):.4g}, {float(arr.max()):.4g}]")
+    return np.ascontiguousarray(arr)
+
+
+def decode_latents(value: Any, field: str, latent_dim: int, max_items: int) -> np.ndarray:
+    """-> float32 [N, Z] from a JSON array or {"npy": ...}."""
+    arr = _raw_array(value, field, None)
+    if arr.ndim != 2 or arr.shape[1] != latent_dim:
+        raise BadInput(f"{field}: shape {list(arr.shape)} is not [N, {latent_dim}]")
+    _check_items(arr, field, max_items)
+    if not np.isfinite(arr).all():
+        raise BadInput(f"{field}: values must be finite (no NaN or Inf)")
+    return np.ascontiguousarray(arr)
+
+
+def encode_images(arr: np.ndarray, fmt: str) -> Any:
+    """[..., C, H, W] float32 -> the response field in the request's output_format."""
+    if fmt == "json":
+        return arr.tolist()
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+        return {"npy": base64.b64encode(buf.getvalue()).decode("ascii")}
+    # png: one image per item, interpolation paths flattened item-major.
+    c, h, w = arr.shape[-3:]
+    flat = arr.reshape(math.prod(arr.shape[:-3]), c, h, w)
+    px = np.clip(np.rint(flat * 255.0), 0, 255).astype(np.uint8)
+    images = []
+    for item in px:
+        img = Image.fromarray(item[0] if c == 1 else item.transpose(1, 2, 0))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        images.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+    return {"png": images}
