@@ -38,6 +38,7 @@ serve: model
 	$(BIN)/bentoml serve service.app:VAEService --host $(HOST) --port $(PORT)
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -46,6 +46,16 @@ def _limit(field: str, value: int, limit: int) -> None:
     traffic={"timeout": SETTINGS.timeout_s},
 )
 class VAEService:
+    @bentoml.on_deployment
+    def verify_repository() -> None:
+        """Runs once in the main process before any worker: a bad model stops `bentoml serve`
+        with a non-zero exit instead of workers failing and restarting forever."""
+        try:
+            ModelSet.load(SETTINGS)
+        except ModelRepositoryError as exc:
+            log.error("refusing to start: %s", exc)
+            raise SystemExit(f"refusing to start: {exc}") from exc
+
     def __init__(self) -> None:
         # Refuse to start on a missing model, an invalid manifest or a sha256 mismatch.
         try:

@@ -33,7 +33,9 @@ def error_message(body: bytes, status: int) -> dict[str, Any]:
             for d in detail:
                 loc = ".".join(str(p) for p in d.get("loc", ()) if p not in ("body",))
                 parts.append(f"{loc or 'body'}: {d.get('msg', 'invalid')}")
-            data = {**data, "error": "; ".join(parts)}
+            data = {"error": "; ".join(parts),
+                    "detail": [{k: d[k] for k in ("loc", "msg", "type") if k in d}
+                               for d in detail]}
         return data
     text = body.decode("utf-8", "replace").strip() if body and data is None else ""
     return {"error": text or HTTPStatus(status).phrase}

@@ -1,0 +1,84 @@
+"""Export: two ONNX graphs equal to PyTorch, a valid manifest, an atomic versioned repository."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.onnx_export import RANDOM_OPS, export_checkpoint
+from modelrepo.manifest import Manifest, json_schema
+from modelrepo.repository import ModelRepositoryError, list_versions, load_version
+from training.train import load_checkpoint
+
+
+@pytest.mark.parametrize("batch", [1, 37])
+def test_onnx_matches_pytorch(trained, batch):
+    vae, _ = load_checkpoint(trained["checkpoint"])
+    vdir = trained["version_dir"]
+    enc = ort.InferenceSession(str(vdir / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(vdir / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(batch)
+    x = rng.random((batch, 1, 8, 8), dtype=np.float32)
+    z = rng.standard_normal((batch, 4)).astype(np.float32)
+    mu, logvar = enc.run(["mu", "logvar"], {"x": x})
+    (xr,) = dec.run(["x"], {"z": z})
+    with torch.no_grad():
+        t_mu, t_logvar = vae.encode(torch.from_numpy(x))
+        t_x = vae.decode(torch.from_numpy(z))
+    assert mu.shape == (batch, 4) and xr.shape == (batch, 1, 8, 8)
+    np.testing.assert_allclose(mu, t_mu.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(logvar, t_logvar.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(xr, t_x.numpy(), atol=1e-5, rtol=0)
+
+
+def test_graphs_have_a_dynamic_batch_axis_and_no_random_ops(trained):
+    for g in ("encoder", "decoder"):
+        model = onnx.load(str(trained["version_dir"] / f"{g}.onnx"))
+        assert not {n.op_type for n in model.graph.node} & RANDOM_OPS
+        dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+        assert dim0.dim_param and not dim0.dim_value
+
+
+def test_manifest_describes_the_version(trained):
+    m = Manifest.model_validate_json((trained["version_dir"] / "manifest.json").read_text())
+    assert (m.name, m.version, m.latent_dim, m.input.shape) == ("digits", 1, 4, [1, 8, 8])
+    assert m.parity.encoder_max_abs_diff <= 1e-5 and m.parity.decoder_max_abs_diff <= 1e-5
+    assert [t.name for t in m.graphs["encoder"].outputs] == ["mu", "logvar"]
+    assert m.training["metrics"]["heldout_neg_elbo"] > 0
+
+
+def test_committed_json_schema_is_generated_from_the_models():
+    path = Path(__file__).resolve().parents[1] / "modelrepo" / "manifest.schema.json"
+    assert json.loads(path.read_text()) == json_schema()
+
+
+def test_versions_increment_and_never_overwrite(trained, tmp_path):
+    export_checkpoint(trained["checkpoint"], tmp_path, "m")
+    export_checkpoint(trained["checkpoint"], tmp_path, "m")
+    assert list_versions(tmp_path, "m") == [1, 2]
+    with pytest.raises(ModelRepositoryError, match="already exists"):
+        export_checkpoint(trained["checkpoint"], tmp_path, "m", version=2)
+    assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".staging")]
+    assert load_version(tmp_path, "m", 2).manifest.version == 2
+
+
+def test_tampered_graph_is_refused(trained, tmp_path):
+    export_checkpoint(trained["checkpoint"], tmp_path, "m")
+    with open(tmp_path / "m" / "1" / "decoder.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelRepositoryError, match="decoder.onnx: sha256"):
+        load_version(tmp_path, "m", 1)
+
+
+def test_schema_violating_manifest_is_refused(trained, tmp_path):
+    export_checkpoint(trained["checkpoint"], tmp_path, "m")
+    mpath = tmp_path / "m" / "1" / "manifest.json"
+    data = json.loads(mpath.read_text())
+    data["latent_dim"] = "four"
+    mpath.write_text(json.dumps(data))
+    with pytest.raises(ModelRepositoryError, match="invalid manifest"):
+        load_version(tmp_path, "m", 1)

@@ -1,0 +1,223 @@
+"""The real `bentoml serve` on a free loopback port, called over HTTP like an application would."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from conftest import Server
+from training.data import load_digits_data
+
+Z = 4
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    srv = Server(trained["repository"], {"VAE_MAX_BODY_BYTES": str(1 << 20)})
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def local(trained):
+    """The same graphs in this process: what the server must agree with."""
+    vdir = trained["version_dir"]
+    opts = {"providers": ["CPUExecutionProvider"]}
+    return (ort.InferenceSession(str(vdir / "encoder.onnx"), **opts),
+            ort.InferenceSession(str(vdir / "decoder.onnx"), **opts))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = load_digits_data()
+    return ds.x[ds.heldout_idx[:5]]
+
+
+def post(client, path, body, status=200):
+    r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def test_health(client):
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_model_metadata(client, trained):
+    from modelrepo.manifest import Manifest
+
+    m = Manifest.model_validate_json((trained["version_dir"] / "manifest.json").read_text())
+    info = post(client, "/model", {})
+    assert info["name"] == "digits" and info["version"] == 1 and info["versions"] == [1]
+    assert info["input"] == {"shape": [1, 8, 8], "dtype": "float32", "range": [0.0, 1.0]}
+    assert info["latent_dim"] == Z and info["likelihood"] == "bernoulli"
+    assert info["graphs"]["encoder"]["sha256"] == m.graphs["encoder"].sha256
+    assert info["graphs"]["decoder"]["sha256"] == m.graphs["decoder"].sha256
+    assert info["provider"] == "CPUExecutionProvider"
+    assert info["training"]["data"]["name"] == "digits"
+    assert "heldout_neg_elbo" in info["training"]["metrics"]
+
+
+def test_encode_returns_the_distribution(client, digits, local):
+    out = post(client, "/encode", {"inputs": digits.tolist()})
+    mu, sigma, logvar = (np.array(out[k], dtype=np.float32) for k in ("mu", "sigma", "logvar"))
+    assert mu.shape == sigma.shape == logvar.shape == (5, Z) and "z" not in out
+    l_mu, l_logvar = local[0].run(["mu", "logvar"], {"x": digits})
+    np.testing.assert_allclose(mu, l_mu, atol=1e-5)
+    np.testing.assert_allclose(logvar, l_logvar, atol=1e-5)
+    np.testing.assert_allclose(sigma, np.exp(0.5 * l_logvar), atol=1e-5)
+
+
+def test_encode_samples_follow_the_randomness_rule(client, digits):
+    body = {"inputs": digits.reshape(5, 64).tolist(), "samples": 3, "seed": 11}
+    out = post(client, "/encode", body)
+    z = np.array(out["z"], dtype=np.float32)
+    assert z.shape == (5, 3, Z)
+    eps = np.random.default_rng(11).standard_normal((5, 3, Z)).astype(np.float32)
+    mu, sigma = np.array(out["mu"], np.float32), np.array(out["sigma"], np.float32)
+    np.testing.assert_allclose(z, mu[:, None] + sigma[:, None] * eps, atol=1e-5)
+    assert post(client, "/encode", body)["z"] == out["z"]  # seeded: deterministic
+    fresh = [post(client, "/encode", {**body, "seed": None})["z"] for _ in range(2)]
+    assert fresh[0] != fresh[1]  # unseeded: fresh draws
+
+
+def test_decode_of_encoded_mu_equals_local_onnxruntime(client, digits, local):
+    mu = post(client, "/encode", {"inputs": digits[:, 0].tolist()})["mu"]
+    out = np.array(post(client, "/decode", {"z": mu})["outputs"], dtype=np.float32)
+    l_mu, _ = local[0].run(["mu", "logvar"], {"x": digits})
+    (l_x,) = local[1].run(["x"], {"z": l_mu})
+    assert out.shape == (5, 1, 8, 8)
+    np.testing.assert_allclose(out, l_x, atol=1e-5)
+    recon = np.array(post(client, "/reconstruct", {"inputs": digits.tolist()})["outputs"])
+    np.testing.assert_allclose(recon, l_x, atol=1e-5)
+
+
+def test_sample_prefix_property_and_temperature(client, local):
+    four = post(client, "/sample", {"n": 4, "seed": 5, "temperature": 0.5})
+    eight = post(client, "/sample", {"n": 8, "seed": 5, "temperature": 0.5})
+    z4, z8 = np.array(four["z"], np.float32), np.array(eight["z"], np.float32)
+    eps = np.random.default_rng(5).standard_normal((4, Z)).astype(np.float32)
+    np.testing.assert_allclose(z4, np.float32(0.5) * eps, atol=1e-6)
+    np.testing.assert_allclose(z8[:4], z4, atol=1e-6)
+    (l_x,) = local[1].run(["x"], {"z": z4})
+    np.testing.assert_allclose(np.array(four["outputs"]), l_x, atol=1e-5)
+
+
+def test_output_formats(client):
+    js = post(client, "/sample", {"n": 2, "seed": 1})
+    npy = post(client, "/sample", {"n": 2, "seed": 1, "output_format": "npy"})
+    arr = np.load(io.BytesIO(base64.b64decode(npy["outputs"]["npy"])), allow_pickle=False)
+    np.testing.assert_array_equal(arr, np.array(js["outputs"], dtype=np.float32))
+    png = post(client, "/sample", {"n": 2, "seed": 1, "output_format": "png"})
+    assert len(png["outputs"]["png"]) == 2
+    assert base64.b64decode(png["outputs"]["png"][0])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("method", ["lerp", "slerp"])
+def test_interpolate_latents(client, method, local):
+    a = np.random.default_rng(0).standard_normal((2, Z)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((2, Z)).astype(np.float32)
+    out = post(client, "/interpolate", {"start_z": a.tolist(), "end_z": b.tolist(), "steps": 5,
+                                        "method": method})
+    z = np.array(out["z"], np.float32)
+    x = np.array(out["outputs"], np.float32)
+    assert z.shape == (2, 5, Z) and x.shape == (2, 5, 1, 8, 8)
+    np.testing.assert_array_equal(z[:, 0], a)
+    np.testing.assert_array_equal(z[:, -1], b)
+    (l_x,) = local[1].run(["x"], {"z": z.reshape(-1, Z)})
+    np.testing.assert_allclose(x.reshape(-1, 1, 8, 8), l_x, atol=1e-5)
+
+
+def test_interpolate_images_starts_and_ends_at_their_mu(client, digits):
+    out = post(client, "/interpolate", {"start": digits[:2].tolist(), "end": digits[2:4].tolist()})
+    z = np.array(out["z"], np.float32)
+    assert z.shape == (2, 8, Z)  # default steps = 8
+    mu = np.array(post(client, "/encode", {"inputs": digits[:4].tolist()})["mu"], np.float32)
+    np.testing.assert_allclose(z[:, 0], mu[:2], atol=1e-6)
+    np.testing.assert_allclose(z[:, -1], mu[2:4], atol=1e-6)
+
+
+ERRORS = [
+    ("/encode", {"inputs": [[0.5] * 64], "samples": -1}, 400, "samples"),
+    ("/encode", {"inputs": [0.5] * 64}, 400, "inputs"),
+    ("/encode", {}, 400, "inputs"),
+    ("/encode", {"inputs": [[7.0] * 64]}, 400, "inputs"),
+    ("/encode", {"inputs": [[0.5] * 64], "samples": 10_000}, 400, "limit of 64"),
+    ("/decode", {"z": [[0.0] * (Z + 1)]}, 400, "z"),
+    ("/sample", {"n": 0}, 400, "n"),
+    ("/sample", {"n": 2, "temperature": 0}, 400, "temperature"),
+    ("/sample", {"n": 2, "output_format": "gif"}, 400, "output_format"),
+    ("/interpolate", {"start_z": [[0.0] * Z]}, 400, "start_z"),
+    ("/interpolate", {"start_z": [[0.0] * Z], "end_z": [[0.0] * Z], "steps": 1}, 400, "steps"),
+    ("/sample", {"n": 1, "version": 9}, 404, "version"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,field", ERRORS)
+def test_errors_are_json_objects_naming_the_field(client, path, body, status, field):
+    r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    data = r.json()
+    assert isinstance(data, dict) and isinstance(data["error"], str)
+    assert field in data["error"], data
+
+
+def test_transport_errors(client):
+    r = client.post("/encode", content=b'{"inputs": [[0', headers={"content-type":
+                                                                   "application/json"})
+    assert r.status_code == 400 and "error" in r.json()
+    r = client.post("/encode", content=b"inputs=1", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "Content-Type" in r.json()["error"]
+    big = b'{"inputs": [' + b"0.0," * (300_000) + b'0.0]}'
+    r = client.post("/encode", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    r = client.get("/no-such-endpoint")
+    assert r.status_code == 404 and r.json()["error"]
+    # the server is still fine afterwards
+    assert post(client, "/sample", {"n": 1, "seed": 0})["z"]
+
+
+def test_request_id_is_echoed_or_generated(client):
+    r = client.post("/sample", json={"n": 1}, headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = client.post("/sample", json={"n": 0})
+    assert r.headers["x-request-id"] and r.json()["request_id"] == r.headers["x-request-id"]
+
+
+def _metric(text: str, name: str, labels: str) -> float:
+    m = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_metrics_count_requests(client):
+    before = client.get("/metrics").text
+    for _ in range(3):
+        post(client, "/decode", {"z": [[0.0] * Z] * 2})
+    client.post("/decode", json={"z": "nope"})
+    after = client.get("/metrics").text
+    ok = 'endpoint="/decode",status="200"'
+    bad = 'endpoint="/decode",status="400"'
+    assert _metric(after, "vae_requests_total", ok) - _metric(before, "vae_requests_total", ok) == 3
+    assert _metric(after, "vae_requests_total", bad) - _metric(before, "vae_requests_total",
+                                                                bad) == 1
+    items = 'endpoint="/decode"'
+    assert _metric(after, "vae_items_total", items) - _metric(before, "vae_items_total",
+                                                              items) == 6
+    assert _metric(after, "vae_request_duration_seconds_count", 'endpoint="/decode"') >= 4
+    assert re.search(r'^vae_model_info\{.*version="1".*\} 1\.0$', after, re.M)

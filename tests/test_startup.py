@@ -1,0 +1,50 @@
+"""A bad model repository stops `bentoml serve` with a clear message and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import Server
+
+
+def _copy(trained, tmp_path):
+    repo = tmp_path / "repository"
+    shutil.copytree(trained["repository"], repo)
+    return repo, repo / "digits" / "1"
+
+
+def _corrupt_graph(vdir):
+    with open(vdir / "encoder.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff\xff\xff")
+
+
+def _bad_manifest(vdir):
+    data = json.loads((vdir / "manifest.json").read_text())
+    del data["latent_dim"]
+    (vdir / "manifest.json").write_text(json.dumps(data))
+
+
+def _missing_graph(vdir):
+    (vdir / "decoder.onnx").unlink()
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda vdir: shutil.rmtree(vdir), "no versions of model 'digits'"),
+    (_corrupt_graph, "encoder.onnx: sha256"),
+    (_bad_manifest, "invalid manifest"),
+    (_missing_graph, "decoder.onnx: listed in the manifest but missing"),
+])
+def test_bad_repository_is_refused(trained, tmp_path, damage, message):
+    repo, vdir = _copy(trained, tmp_path)
+    damage(vdir)
+    srv = Server(repo)
+    try:
+        code = srv.proc.wait(timeout=60)
+        assert code != 0
+        assert "refusing to start" in srv.output() and message in srv.output()
+    finally:
+        srv.stop()

@@ -1,0 +1,142 @@
+"""Pure logic of the service: tensor decoders/encoders, latent ops, provider and version choice."""
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelrepo.repository import ModelRepositoryError
+from service import latent
+from service.engine import select_providers, select_versions
+from service.errors import BadInput
+from service.tensors import decode_images, decode_latents, encode_images
+
+S = [1, 8, 8]
+
+
+def npy(arr) -> dict:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return {"npy": base64.b64encode(buf.getvalue()).decode()}
+
+
+def png(img: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 8, 8), (3, 64), (3, 8, 8)])
+def test_json_shapes_accepted(shape):
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
+    out = decode_images(x.tolist(), "inputs", S, (0.0, 1.0), 10)
+    assert out.shape == (3, 1, 8, 8)
+    np.testing.assert_array_equal(out.reshape(shape), x)
+
+
+@pytest.mark.parametrize("value,match", [
+    ([[0.0] * 64][0], "single item needs the batch axis"),
+    ([[0.5] * 63], "shape"),
+    ([[0.0] * 64, [0.0] * 3], "rectangular"),
+    ([["a"] * 64], "rectangular"),
+    ([[2.0] * 64], r"in \[0.0, 1.0\]"),
+    ([[float("nan")] * 64], "finite"),
+    ("abc", "expected a JSON array"),
+    ({"npy": "!!"}, "base64"),
+    ({"png": []}, "non-empty list"),
+    ([[0.0] * 64] * 11, "limit of 10"),
+    ([], "shape"),
+])
+def test_bad_images_are_refused_with_the_field_named(value, match):
+    with pytest.raises(BadInput, match=match) as info:
+        decode_images(value, "inputs", S, (0.0, 1.0), 10)
+    assert info.value.status == 400 and "inputs" in info.value.message
+
+
+def test_npy_uint8_is_scaled_and_pickle_refused():
+    arr = np.full((2, 8, 8), 255, dtype=np.uint8)
+    out = decode_images(npy(arr), "inputs", S, (0.0, 1.0), 10)
+    assert out.shape == (2, 1, 8, 8) and out.max() == 1.0
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(BadInput, match="pickle"):
+        decode_images({"npy": base64.b64encode(buf.getvalue()).decode()}, "inputs", S,
+                      (0.0, 1.0), 10)
+
+
+def test_png_roundtrip_and_wrong_size():
+    x = np.random.default_rng(1).random((2, 1, 8, 8)).astype(np.float32)
+    enc = encode_images(x, "png")
+    back = decode_images(enc, "start", S, (0.0, 1.0), 10)
+    np.testing.assert_allclose(back, x, atol=0.5 / 255 + 1e-6)
+    with pytest.raises(BadInput, match="exactly 8x8"):
+        decode_images({"png": [png(np.zeros((9, 8), np.uint8))]}, "start", S, (0.0, 1.0), 10)
+
+
+def test_npy_output_roundtrips_exactly():
+    x = np.random.default_rng(2).random((2, 3, 1, 8, 8)).astype(np.float32)
+    raw = base64.b64decode(encode_images(x, "npy")["npy"])
+    np.testing.assert_array_equal(np.load(io.BytesIO(raw), allow_pickle=False), x)
+    assert len(encode_images(x, "png")["png"]) == 6  # paths flattened item-major
+
+
+def test_latents_shape_checked():
+    assert decode_latents([[0.0] * 4] * 2, "z", 4, 10).shape == (2, 4)
+    with pytest.raises(BadInput, match=r"z: shape \[2, 3\] is not \[N, 4\]"):
+        decode_latents([[0.0] * 3] * 2, "z", 4, 10)
+
+
+def test_eps_rule_and_prefix_property():
+    a = latent.draw_eps(7, (4, 3))
+    b = latent.draw_eps(7, (8, 3))
+    expected = np.random.default_rng(7).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(a, expected)
+    np.testing.assert_array_equal(b[:4], a)
+    assert a.dtype == np.float32
+
+
+def test_posterior_samples_broadcast():
+    mu, logvar = np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)
+    eps = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    np.testing.assert_array_equal(latent.sample_posterior(mu, logvar, eps), 1 + eps)
+
+
+@pytest.mark.parametrize("method", ["lerp", "slerp"])
+def test_interpolation_endpoints_and_shape(method):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 5)).astype(np.float32), rng.standard_normal((3, 5)).astype(
+        np.float32)
+    path = latent.interpolate(a, b, 6, method)
+    assert path.shape == (3, 6, 5) and path.dtype == np.float32
+    np.testing.assert_array_equal(path[:, 0], a)
+    np.testing.assert_array_equal(path[:, -1], b)
+
+
+def test_lerp_midpoint_and_slerp_keeps_norm():
+    a, b = np.array([[1.0, 0.0]], np.float32), np.array([[0.0, 1.0]], np.float32)
+    np.testing.assert_allclose(latent.interpolate(a, b, 3, "lerp")[0, 1], [0.5, 0.5])
+    mid = latent.interpolate(a, b, 3, "slerp")[0, 1]
+    np.testing.assert_allclose(mid, [np.sqrt(0.5), np.sqrt(0.5)], atol=1e-6)
+    # parallel vectors: slerp falls back to lerp instead of dividing by zero
+    par = latent.interpolate(a, 2 * a, 3, "slerp")
+    np.testing.assert_allclose(par[0, 1], [1.5, 0.0], atol=1e-6)
+
+
+def test_provider_selection():
+    cpu, cuda = "CPUExecutionProvider", "CUDAExecutionProvider"
+    assert select_providers("auto", [cpu]) == [cpu]
+    assert select_providers("auto", [cuda, cpu]) == [cuda, cpu]
+    assert select_providers("cpu", [cuda, cpu]) == [cpu]
+    assert select_providers("cuda", [cuda, cpu]) == [cuda, cpu]
+    with pytest.raises(ModelRepositoryError, match="onnxruntime-gpu"):
+        select_providers("cuda", [cpu])
+
+
+def test_version_selection():
+    assert select_versions("latest", [1, 2, 5]) == [5]
+    assert select_versions("all", [1, 2, 5]) == [1, 2, 5]
+    assert select_versions("2,1", [1, 2, 5]) == [1, 2]
+    with pytest.raises(ModelRepositoryError, match=r"\[3\]"):
+        select_versions("3", [1, 2, 5])
