@@ -221,3 +221,23 @@ def test_metrics_count_requests(client):
                                                               items) == 6
     assert _metric(after, "vae_request_duration_seconds_count", 'endpoint="/decode"') >= 4
     assert re.search(r'^vae_model_info\{.*version="1".*\} 1\.0$', after, re.M)
+
+
+def test_locust_smoke_has_no_failures(server, tmp_path):
+    """A few seconds of the real locustfile against the real server: zero failed requests."""
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    locust = Path(sys.executable).parent / "locust"
+    proc = subprocess.run(
+        [str(locust), "-f", "loadtests/locustfile.py", "--headless", "-u", "4", "-r", "4",
+         "-t", "4s", "--host", server.url, "--csv", str(tmp_path / "smoke"), "--only-summary",
+         "--exit-code-on-error", "1"],
+        cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {r["Name"]: r for r in csv.DictReader(open(tmp_path / "smoke_stats.csv"))}
+    assert int(rows["Aggregated"]["Request Count"]) > 10
+    assert int(rows["Aggregated"]["Failure Count"]) == 0

@@ -29,7 +29,7 @@ class TrainConfig:
     data_path: str | None = None
     latent_dim: int = 8
     hidden: str = "256,128"
-    epochs: int = 60
+    epochs: int = 150
     batch_size: int = 64
     lr: float = 1e-3
     beta: float = 1.0
