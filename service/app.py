@@ -131,7 +131,9 @@ class VAEService:
         else:
             raise BadInput("start, end, start_z, end_z: give either start and end (images) "
                            "or start_z and end_z (latents)")
-        _limit("steps × pairs", steps * len(a), SETTINGS.max_items * 8)
+        if steps * len(a) > SETTINGS.max_items:
+            raise BadInput(f"steps: {steps} steps x {len(a)} pairs = {steps * len(a)} decoded "
+                           f"items exceed the limit of {SETTINGS.max_items} per request")
         path = latent.interpolate(a, b, steps, method)
         x = rt.decode(path.reshape(-1, rt.latent_dim)).reshape(len(a), steps, *rt.shape)
         ITEMS.labels("/interpolate").inc(len(a) * steps)

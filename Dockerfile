@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# Not built on the development machines (no container engine there): every RUN below is the
+# same command the Makefile runs, which CI exercises (see README, "What is not verified here").
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: train and export the embedded default model (torch lives only in this stage) ---
+FROM ${PYTHON_IMAGE} AS build
+# PyPI's Linux torch wheel is the CUDA build; the CPU wheel of the pinned version comes from
+# PyTorch's CPU index (pip takes 2.13.0+cpu for the constraint torch==2.13.0).
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV BENTOML_DO_NOT_TRACK=true PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY training training
+COPY export export
+COPY service service
+COPY modelrepo modelrepo
+RUN python -m venv /venv \
+ && /venv/bin/pip install --extra-index-url "${TORCH_INDEX}" -c constraints.txt '.[train]'
+RUN /venv/bin/python -m training --data digits --out runs/digits/checkpoint.pt \
+ && /venv/bin/python -m export --checkpoint runs/digits/checkpoint.pt --repository /models \
+      --name digits
+
+# --- runtime: serve + cpu extras only (no torch), non-root ---
+FROM ${PYTHON_IMAGE} AS runtime
+ENV BENTOML_DO_NOT_TRACK=true PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODEL_NAME=digits
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY service service
+COPY modelrepo modelrepo
+RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,cpu]' \
+ && useradd --uid 10001 --no-create-home vae
+COPY --from=build /models /models
+USER 10001
+EXPOSE 3000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
+  CMD ["/venv/bin/python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:3000/readyz', timeout=2)"]
+CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService", "--host", "0.0.0.0", "--port", "3000"]
