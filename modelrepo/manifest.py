@@ -75,7 +75,7 @@ class Manifest(_Strict):
     created: str = Field(description="ISO 8601 UTC time of export")
     input: InputSpec
     latent_dim: int = Field(ge=1)
-    likelihood: Literal["bernoulli"]
+    likelihood: Literal["bernoulli", "gaussian"]
     graphs: dict[Literal["encoder", "decoder"], GraphEntry]
     files: list[FileEntry] = Field(default_factory=list, description="further files, e.g. data")
     training: dict = Field(default_factory=dict, description="data description and metrics")

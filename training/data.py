@@ -2,7 +2,8 @@
 
 `digits` is scikit-learn's bundled 8x8 digits (the embedded default, no download). `mnist` reads
 the original IDX gz files from a folder (the 10,000 test digits in ../shared/data/mnist/, or a
-folder that also has the 60,000 training files).
+folder that also has the 60,000 training files). `npy` reads a .npy/.npz array, `images` a
+folder of PNG/JPEG files (subfolders name the labels). Bad data stops with the file named.
 """
 
 from __future__ import annotations
@@ -40,6 +41,90 @@ class Dataset:
         }
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _split(n: int, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded permutation: the split is fixed for a data set, whatever the training seed."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_held = max(1, int(round(n * heldout_fraction)))
+    return np.sort(perm[n_held:]), np.sort(perm[:n_held])
+
+
+def _as_images(arr: np.ndarray, source: str) -> np.ndarray:
+    """uint8 scaled by 1/255, floats checked to lie in [0, 1]; [N, H, W] gains C = 1."""
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4 or arr.shape[1] not in (1, 3) or len(arr) == 0:
+        raise ValueError(f"{source}: shape {list(arr.shape)} is not [N, H, W] or [N, C, H, W] "
+                         "with C 1 or 3 and N >= 1")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{source}: dtype {arr.dtype} is not uint8 or float")
+    x = arr.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{source}: float values must be finite (found NaN or Inf)")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"{source}: float values must lie in [0, 1], got "
+                         f"[{x.min():.4g}, {x.max():.4g}]")
+    return x
+
+
+def load_array_data(path: str | Path, heldout_fraction: float = 0.2) -> Dataset:
+    """A .npy array of images, or a .npz with `x` (or its first array) and optional `y`."""
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable array file ({exc})") from exc
+    labels = None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            keys = list(loaded.keys())
+            if not keys:
+                raise ValueError(f"{path}: the .npz file holds no arrays")
+            arr = loaded["x"] if "x" in keys else loaded[keys[0]]
+            labels = loaded["y"].astype(np.int64) if "y" in keys else None
+    else:
+        arr = loaded
+    x = _as_images(arr, str(path))
+    if labels is not None and labels.shape != (len(x),):
+        raise ValueError(f"{path}: y has shape {list(labels.shape)}, expected [{len(x)}]")
+    return Dataset(path.stem, x, labels, *_split(len(x), heldout_fraction, 0))
+
+
+def load_image_folder(folder: str | Path, heldout_fraction: float = 0.2) -> Dataset:
+    """PNG/JPEG files, grey (C = 1) when every file is grey, else RGB (C = 3); all one size."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: image folder does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder}: no .png/.jpg/.jpeg files found")
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img.load()
+                images.append(img.copy())
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise ValueError(f"{f}: unreadable image ({exc})") from exc
+        if images[-1].size != images[0].size:
+            raise ValueError(f"{f}: size {images[-1].size} differs from {files[0]}'s "
+                             f"{images[0].size}; all images must have one size")
+    grey = all(img.mode in ("L", "1", "I;16", "I") for img in images)
+    arr = np.stack([np.asarray(img.convert("L" if grey else "RGB")) for img in images])
+    x = _as_images(arr if grey else arr.transpose(0, 3, 1, 2), str(folder))
+    classes = sorted({f.parent.name for f in files})
+    labels = None
+    if len(classes) > 1:
+        labels = np.array([classes.index(f.parent.name) for f in files], dtype=np.int64)
+    return Dataset(folder.name, x, labels, *_split(len(x), heldout_fraction, 0))
+
+
 def load_digits_data(heldout_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
     from sklearn.datasets import load_digits
 
@@ -47,9 +132,7 @@ def load_digits_data(heldout_fraction: float = 0.2, split_seed: int = 0) -> Data
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]  # pixel values are 0..16
     labels = bunch.target.astype(np.int64)
     # The digits are ordered by writer; a seeded shuffle keeps the split fixed yet representative.
-    perm = np.random.default_rng(split_seed).permutation(len(x))
-    n_held = int(round(len(x) * heldout_fraction))
-    return Dataset("digits", x, labels, np.sort(perm[n_held:]), np.sort(perm[:n_held]))
+    return Dataset("digits", x, labels, *_split(len(x), heldout_fraction, split_seed))
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -99,4 +182,10 @@ def load_dataset(name: str, path: str | None = None) -> Dataset:
         return load_digits_data()
     if name == "mnist":
         return load_mnist_data(path or "../shared/data/mnist")
-    raise ValueError(f"unknown dataset {name!r} (choose digits or mnist)")
+    if name in ("npy", "images") and not path:
+        raise ValueError(f"--data {name} needs --data-path")
+    if name == "npy":
+        return load_array_data(path)
+    if name == "images":
+        return load_image_folder(path)
+    raise ValueError(f"unknown dataset {name!r} (digits, mnist, npy or images)")

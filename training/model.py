@@ -1,8 +1,9 @@
 """The classic VAE (Kingma & Welling 2014), readable in one screen.
 
 Encoder q(z|x) = N(mu, diag(sigma^2)) outputs mu and logvar = log sigma^2; z = mu + sigma * eps
-(reparameterization); the decoder maps z to Bernoulli logits over the pixels. The loss is the
-negative ELBO: BCE reconstruction + beta * KL(q(z|x) || N(0, I)), KL in closed form.
+(reparameterization); the decoder gives p(x|z): Bernoulli (logits; BCE on targets in [0, 1]) or
+Gaussian (mean, with a fixed or learned per-pixel variance). The loss is the negative ELBO:
+reconstruction + beta * KL(q(z|x) || N(0, I)), KL in closed form, optionally with free bits.
 """
 
 from __future__ import annotations
@@ -14,48 +15,48 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from training.nets import build
+
+LOG_2PI = math.log(2 * math.pi)
+
 
 @dataclass
 class ModelConfig:
     input_shape: list[int] = field(default_factory=lambda: [1, 8, 8])  # [C, H, W]
     latent_dim: int = 8
-    hidden: list[int] = field(default_factory=lambda: [256, 128])  # encoder widths; decoder mirrors
-    likelihood: str = "bernoulli"
+    arch: str = "mlp"  # mlp | conv
+    hidden: list[int] = field(default_factory=lambda: [256, 128])  # MLP widths; decoder mirrors
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # conv widths (stride 2 each)
+    likelihood: str = "bernoulli"  # bernoulli | gaussian
+    obs_sigma: float = 0.1  # gaussian: fixed observation sigma (the L2 case) ...
+    learn_obs_var: bool = False  # ... or a learned per-pixel log-variance
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 class VAE(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.likelihood != "bernoulli":
-            raise ValueError(f"likelihood {cfg.likelihood!r} is not supported (bernoulli only)")
+        if cfg.likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood {cfg.likelihood!r}: bernoulli or gaussian")
         self.cfg = cfg
-        d = math.prod(cfg.input_shape)
-        # The encoder's last layer emits mu and logvar side by side: [N, 2Z].
-        self.encoder = mlp([d, *cfg.hidden, 2 * cfg.latent_dim])
-        self.decoder = mlp([cfg.latent_dim, *reversed(cfg.hidden), d])
+        self.encoder, self.decoder = build(cfg.arch, cfg.input_shape, cfg.latent_dim,
+                                           cfg.hidden, cfg.channels)
+        init = 2 * math.log(cfg.obs_sigma)
+        self.obs_logvar = nn.Parameter(torch.full(cfg.input_shape, init),
+                                       requires_grad=cfg.learn_obs_var)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(x.flatten(1))
-        mu, logvar = h.chunk(2, dim=1)
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(-1, *self.cfg.input_shape)
+        """The decoder's raw output: Bernoulli logits, or the Gaussian mean before a sigmoid."""
+        return self.decoder(z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x|z): Bernoulli probabilities."""
+        """Mean of p(x|z): Bernoulli probabilities or the Gaussian mean, both in [0, 1]."""
         return torch.sigmoid(self.decode_logits(z))
 
     @staticmethod
@@ -68,26 +69,40 @@ class VAE(nn.Module):
         z = self.reparameterize(mu, logvar)
         return self.decode_logits(z), mu, logvar
 
+    def recon_nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) per item, in nats, from the decoder's raw output."""
+        if self.cfg.likelihood == "bernoulli":
+            nll = F.binary_cross_entropy_with_logits(out, x, reduction="none")
+        else:
+            mean, logvar = torch.sigmoid(out), self.obs_logvar.expand_as(out)
+            nll = 0.5 * ((x - mean).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI)
+        return nll.flatten(1).sum(dim=1)
+
+
+def kl_per_unit(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) per item and latent unit: [N, Z]."""
+    return 0.5 * (logvar.exp() + mu.pow(2) - logvar - 1.0)
+
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)) per item = 0.5 * sum(sigma^2 + mu^2 - log sigma^2 - 1)."""
-    return 0.5 * torch.sum(logvar.exp() + mu.pow(2) - logvar - 1.0, dim=1)
+    """Closed form per item: 0.5 * sum(sigma^2 + mu^2 - log sigma^2 - 1)."""
+    return kl_per_unit(mu, logvar).sum(dim=1)
 
 
-def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """-log p(x|z) per item under a Bernoulli likelihood (BCE on targets in [0, 1])."""
-    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    return bce.flatten(1).sum(dim=1)
+def neg_elbo(model: nn.Module, x: torch.Tensor, beta: float = 1.0,
+             free_bits: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The objective (recon + beta * KL) and the two true terms, batch means in nats per item.
 
-
-def neg_elbo(
-    model: VAE, x: torch.Tensor, beta: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean over the batch of (recon + beta * KL), plus the two terms (means, nats per item)."""
-    logits, mu, logvar = model(x)
-    rec = reconstruction_nll(logits, x).mean()
-    kl = kl_divergence(mu, logvar).mean()
-    return rec + beta * kl, rec, kl
+    With free bits lambda (Kingma et al. 2016) the objective's KL is sum_u max(lambda, E_batch
+    KL_u): units below lambda nats get no pressure towards the prior. The KL returned is the true
+    one, so reported figures stay an honest -ELBO.
+    """
+    out, mu, logvar = model(x)  # model may be a DistributedDataParallel wrapper
+    rec = getattr(model, "module", model).recon_nll(out, x).mean()
+    per_unit = kl_per_unit(mu, logvar).mean(dim=0)
+    kl = per_unit.sum()
+    kl_obj = torch.clamp(per_unit, min=free_bits).sum() if free_bits > 0 else kl
+    return rec + beta * kl_obj, rec, kl
 
 
 def kl_weight(step: int, warmup_steps: int, beta: float) -> float:

@@ -1,17 +1,21 @@
 """Train a VAE and write a checkpoint that loads with torch.load(weights_only=True).
 
-    python -m training --data digits --epochs 60 --out runs/digits/checkpoint.pt
+    python -m training --data digits --epochs 150 --out runs/digits/checkpoint.pt
+    python -m training --config configs/mnist.toml --epochs 5      # flags override the file
+    torchrun --nproc_per_node=2 -m training --data digits ...      # DistributedDataParallel
 
-Every TrainConfig field is a flag (nanoGPT style: a flat config, overridable from the CLI).
+Every TrainConfig field is a flag (nanoGPT style: one flat config, overridable).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
 import time
+import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,38 +23,38 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from training import distributed as ddp
 from training.data import Dataset, load_dataset
-from training.model import VAE, ModelConfig, kl_divergence, kl_weight, neg_elbo, reconstruction_nll
+from training.evaluate import elbo_terms, evaluate_all
+from training.model import VAE, ModelConfig, kl_weight, neg_elbo
 
 
 @dataclass
 class TrainConfig:
-    data: str = "digits"
+    data: str = "digits"  # digits | mnist | npy | images
     data_path: str | None = None
+    arch: str = "mlp"  # mlp | conv
     latent_dim: int = 8
     hidden: str = "256,128"
+    channels: str = "32,64"
+    likelihood: str = "bernoulli"  # bernoulli | gaussian
+    obs_sigma: float = 0.1
+    learn_obs_var: bool = False
     epochs: int = 150
-    batch_size: int = 64
+    batch_size: int = 64  # per process
     lr: float = 1e-3
-    beta: float = 1.0
+    beta: float = 1.0  # > 1 gives a beta-VAE
     warmup_epochs: float = 10.0  # linear KL warm-up from 0 to beta
+    free_bits: float = 0.0  # nats per latent unit
+    augment_shift: int = 0  # random translations of up to this many pixels
+    patience: int = 0  # early stopping on held-out -ELBO; 0 = off
+    iwae_k: int = 100
     seed: int = 0
     threads: int = 2
     out: str = "runs/digits/checkpoint.pt"
+    resume: bool = False
+    shard_log: str | None = None  # DDP proof: each rank writes the indices it saw
     quiet: bool = False
-
-
-@torch.no_grad()
-def evaluate(model: VAE, x: torch.Tensor, seed: int = 1234) -> dict[str, float]:
-    """Held-out -ELBO (beta = 1) and its two terms, nats per item, with a fixed eps draw."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    mu, logvar = model.encode(x)
-    eps = torch.randn(mu.shape, generator=gen)
-    z = mu + torch.exp(0.5 * logvar) * eps
-    rec = reconstruction_nll(model.decode_logits(z), x).mean().item()
-    kl = kl_divergence(mu, logvar).mean().item()
-    return {"heldout_neg_elbo": rec + kl, "heldout_recon": rec, "heldout_kl": kl}
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -61,59 +65,128 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def shift_augment(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by a random integer offset in [-k, k]^2, zero-filled."""
+    n, _, h, w = x.shape
+    pad = torch.nn.functional.pad(x, (k, k, k, k))
+    dy, dx = (torch.randint(0, 2 * k + 1, (2, n), generator=gen))
+    rows = (torch.arange(h)[None] + dy[:, None])[:, :, None]  # [n, h, 1]
+    cols = (torch.arange(w)[None] + dx[:, None])[:, None, :]  # [n, 1, w]
+    return pad[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+
+
+def model_config(cfg: TrainConfig, shape: list[int]) -> ModelConfig:
+    ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
+    return ModelConfig(input_shape=shape, latent_dim=cfg.latent_dim, arch=cfg.arch,
+                       hidden=ints(cfg.hidden), channels=ints(cfg.channels),
+                       likelihood=cfg.likelihood, obs_sigma=cfg.obs_sigma,
+                       learn_obs_var=cfg.learn_obs_var)
+
+
 def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
+    rank, world = ddp.setup()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     data = data or load_dataset(cfg.data, cfg.data_path)
     x_train = torch.from_numpy(data.x[data.train_idx])
     x_held = torch.from_numpy(data.x[data.heldout_idx])
-    mcfg = ModelConfig(
-        input_shape=data.shape,
-        latent_dim=cfg.latent_dim,
-        hidden=[int(h) for h in cfg.hidden.split(",") if h],
-    )
+    mcfg = model_config(cfg, data.shape)
     model = VAE(mcfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    steps_per_epoch = -(-len(x_train) // cfg.batch_size)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    out = Path(cfg.out)
+    state = {"epoch": 0, "step": 0, "best": float("inf"), "bad_epochs": 0, "history": []}
+    best_weights = copy.deepcopy(model.state_dict())
+    gen = torch.Generator().manual_seed(cfg.seed + rank)
+    if cfg.resume and out.exists():
+        ck = torch.load(out, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["last_state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        best_weights = ck["state_dict"]
+        state = ck["state"]
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])  # eps of the reparameterization continues exactly
+    net = ddp.wrap(model, world)
+    sampler = ddp.sampler(len(x_train), rank, world, cfg.seed)
+    steps_per_epoch = len(sampler) // cfg.batch_size + bool(len(sampler) % cfg.batch_size)
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history, step, t0 = [], 0, time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="epochs", disable=cfg.quiet)
+    seen: list[int] = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", disable=cfg.quiet or rank > 0)
     for epoch in bar:
         model.train()
-        perm = torch.randperm(len(x_train), generator=gen)
-        sums = np.zeros(3)
-        for i in range(0, len(x_train), cfg.batch_size):
-            xb = x_train[perm[i : i + cfg.batch_size]]
-            beta = kl_weight(step, warmup_steps, cfg.beta)
-            loss, rec, kl = neg_elbo(model, xb, beta)
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler)) if world > 1 else torch.randperm(len(x_train),
+                                                                             generator=gen)
+        seen += order.tolist() if cfg.shard_log else []
+        sums, beta = np.zeros(3), 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            xb = x_train[order[i : i + cfg.batch_size]]
+            if cfg.augment_shift:
+                xb = shift_augment(xb, cfg.augment_shift, gen)
+            beta = kl_weight(state["step"], warmup_steps, cfg.beta)
+            loss, rec, kl = neg_elbo(net, xb, beta, cfg.free_bits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            step += 1
+            state["step"] += 1
             sums += np.array([loss.item(), rec.item(), kl.item()]) * len(xb)
-        train_loss, train_rec, train_kl = (float(v) for v in sums / len(x_train))
+        train_loss, train_rec, train_kl = (float(v) for v in sums / len(order))
+        model.eval()
+        held = elbo_terms(model, x_held)
         row = {"epoch": epoch + 1, "beta": beta, "train_loss": train_loss,
-               "train_recon": train_rec, "train_kl": train_kl, **evaluate(model, x_held)}
-        history.append(row)
+               "train_recon": train_rec, "train_kl": train_kl,
+               **{f"heldout_{k}": v for k, v in held.items()}}
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        if held["neg_elbo"] < state["best"]:
+            state["best"], state["bad_epochs"] = held["neg_elbo"], 0
+            best_weights = copy.deepcopy(model.state_dict())
+        else:
+            state["bad_epochs"] += 1
         bar.set_postfix(rec=f"{train_rec:.2f}", kl=f"{train_kl:.2f}",
-                        held=f"{row['heldout_neg_elbo']:.2f}")
+                        held=f"{held['neg_elbo']:.2f}")
+        stop = cfg.patience > 0 and state["bad_epochs"] >= cfg.patience
+        if rank == 0:
+            save_checkpoint(out, _payload(model, best_weights, opt, gen, state, mcfg, cfg, data))
+        if stop:
+            break
+    if cfg.shard_log:
+        ddp.write_shard_log(cfg.shard_log, rank, seen, model)
+    model.load_state_dict(best_weights)
+    payload = {}
+    if rank == 0:
+        metrics = evaluate_all(model, x_train, _labels(data, data.train_idx), x_held,
+                               _labels(data, data.heldout_idx), cfg.iwae_k)
+        metrics["train_seconds"] = time.perf_counter() - t0
+        metrics["epochs"] = state["epoch"]
+        payload = _payload(model, best_weights, opt, gen, state, mcfg, cfg, data, metrics)
+        save_checkpoint(out, payload)
+        (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    ddp.teardown(world)
+    return payload
 
-    metrics = evaluate(model, x_held)
-    metrics["train_seconds"] = time.perf_counter() - t0
-    payload = {
+
+def _labels(data: Dataset, idx: np.ndarray) -> np.ndarray | None:
+    return None if data.labels is None else data.labels[idx]
+
+
+def _payload(model: VAE, best: dict, opt: torch.optim.Optimizer, gen: torch.Generator,
+             state: dict, mcfg: ModelConfig, cfg: TrainConfig, data: Dataset,
+             metrics: dict | None = None) -> dict:
+    return {
         "format": "vae-checkpoint/1",
-        "state_dict": model.state_dict(),
+        "state_dict": best,  # what export uses: the best held-out weights
+        "last_state_dict": model.state_dict(),  # what --resume continues from
+        "optimizer": opt.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "state": state,
         "model_config": mcfg.to_dict(),
         "train_config": asdict(cfg),
         "data": data.describe(),
-        "metrics": metrics,
-        "history": history,
+        "metrics": metrics or {"heldout_neg_elbo": state["best"]},
+        "history": state["history"],
     }
-    out = Path(cfg.out)
-    save_checkpoint(out, payload)
-    (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return payload
 
 
 def load_checkpoint(path: str | Path) -> tuple[VAE, dict]:
@@ -125,21 +198,39 @@ def load_checkpoint(path: str | Path) -> tuple[VAE, dict]:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    defaults = {}
+    if known.config:
+        with open(known.config, "rb") as f:
+            defaults = tomllib.load(f)
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(defaults) - names)
+        if unknown:
+            raise SystemExit(f"{known.config}: unknown keys {unknown}")
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="TOML file of these options; flags override it")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        default = defaults.get(f.name, f.default)
         if f.type == "bool":
-            p.add_argument(flag, action="store_true", default=f.default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=f.default)
-    return TrainConfig(**vars(p.parse_args(argv)))
+            p.add_argument(flag, type=kind, default=default)
+    args = vars(p.parse_args(argv))
+    args.pop("config")
+    return TrainConfig(**args)
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     payload = train(cfg)
-    m = payload["metrics"]
-    print(f"wrote {cfg.out}: held-out -ELBO {m['heldout_neg_elbo']:.2f} nats "
-          f"(recon {m['heldout_recon']:.2f}, KL {m['heldout_kl']:.2f}) "
-          f"in {m['train_seconds']:.1f} s")
+    if payload:
+        m = payload["metrics"]
+        print(f"wrote {cfg.out}: held-out -ELBO {m['heldout_neg_elbo']:.2f} nats "
+              f"(recon {m['heldout_recon']:.2f}, KL {m['heldout_kl']:.2f}), "
+              f"IWAE NLL {m['heldout_nll_iwae']:.2f}, active units {m['active_units']}"
+              + (f", 5-NN {m['knn5_accuracy']:.3f}" if "knn5_accuracy" in m else "")
+              + f" in {m['train_seconds']:.1f} s")

@@ -1,0 +1,215 @@
+"""Training: likelihoods, free bits, IWAE, nets, data loaders, seeds, resume, config, DDP."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import MNIST_DIR, ROOT
+from training.data import load_array_data, load_dataset, load_image_folder, load_mnist_data
+from training.evaluate import active_units, elbo_terms, iwae_nll, knn_accuracy
+from training.model import VAE, ModelConfig, neg_elbo
+from training.train import TrainConfig, parse_args, train
+
+
+def tiny(**kw) -> VAE:
+    torch.manual_seed(0)
+    return VAE(ModelConfig(input_shape=[1, 8, 8], latent_dim=3, hidden=[16], **kw))
+
+
+def test_iwae_bound_is_tighter_than_elbo():
+    model = tiny().eval()
+    x = torch.rand(32, 1, 8, 8)
+    elbo = np.mean([elbo_terms(model, x, seed=s)["neg_elbo"] for s in range(20)])
+    nll = iwae_nll(model, x, k=200).mean()
+    assert nll <= elbo
+    assert abs(iwae_nll(model, x, k=1).mean() - elbo) < 0.05 * elbo  # k = 1 is the ELBO
+
+
+def test_free_bits_remove_kl_pressure_below_lambda():
+    model = tiny()
+    x = torch.rand(8, 1, 8, 8)
+    torch.manual_seed(1)
+    loss_fb, rec, kl = neg_elbo(model, x, beta=1.0, free_bits=100.0)
+    assert loss_fb.item() == pytest.approx(rec.item() + 3 * 100.0, rel=1e-6)
+    assert kl.item() < 100.0  # the reported KL is the true one
+
+
+def test_gaussian_likelihood_fixed_and_learned():
+    model = tiny(likelihood="gaussian", obs_sigma=0.5)
+    out = torch.zeros(2, 1, 8, 8)  # mean = sigmoid(0) = 0.5
+    x = torch.full((2, 1, 8, 8), 0.5)
+    expected = 64 * 0.5 * (np.log(0.25) + np.log(2 * np.pi))
+    assert model.recon_nll(out, x)[0].item() == pytest.approx(expected, rel=1e-5)
+    learned = tiny(likelihood="gaussian", learn_obs_var=True)
+    neg_elbo(learned, torch.rand(4, 1, 8, 8))[0].backward()
+    assert learned.obs_logvar.grad is not None and learned.obs_logvar.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", [[1, 8, 8], [1, 28, 28], [3, 13, 11]])
+def test_conv_architecture_restores_the_input_shape(shape):
+    model = VAE(ModelConfig(input_shape=shape, latent_dim=5, arch="conv", hidden=[32],
+                            channels=[8, 16]))
+    out, mu, _ = model(torch.rand(2, *shape))
+    assert list(out.shape) == [2, *shape] and list(mu.shape) == [2, 5]
+
+
+def test_metrics_helpers():
+    mu = np.array([[0.0, 1.0], [0.0, -1.0], [0.0, 0.5]])
+    assert active_units(mu) == 1
+    train_mu = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]], dtype=np.float32)
+    acc = knn_accuracy(train_mu, np.array([0, 0, 0, 1, 1, 1]),
+                       np.array([[0.05], [5.05]], dtype=np.float32), np.array([0, 1]), k=3)
+    assert acc == 1.0
+
+
+# ---------- data ----------
+
+def test_npy_and_npz(tmp_path):
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).integers(0, 256, (10, 5, 5), np.uint8))
+    ds = load_array_data(tmp_path / "a.npy")
+    assert ds.x.shape == (10, 1, 5, 5) and ds.x.max() <= 1 and ds.labels is None
+    np.savez(tmp_path / "b.npz", x=np.random.rand(10, 3, 4, 4), y=np.arange(10))
+    ds = load_array_data(tmp_path / "b.npz")
+    assert ds.x.shape == (10, 3, 4, 4) and list(ds.labels) == list(range(10))
+    assert len(ds.train_idx) + len(ds.heldout_idx) == 10
+
+
+@pytest.mark.parametrize("arr,match", [
+    (np.full((4, 5, 5), 2.0), r"in \[0, 1\]"),
+    (np.full((4, 5, 5), np.nan), "finite"),
+    (np.zeros((4, 7, 5, 5)), "shape"),
+    (np.zeros((4, 5, 5), dtype=np.int32), "dtype"),
+])
+def test_bad_arrays_name_the_file(tmp_path, arr, match):
+    np.save(tmp_path / "bad.npy", arr)
+    with pytest.raises(ValueError, match=match) as info:
+        load_array_data(tmp_path / "bad.npy")
+    assert "bad.npy" in str(info.value)
+
+
+def test_pickled_npy_is_refused(tmp_path):
+    np.save(tmp_path / "p.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="p.npy"):
+        load_array_data(tmp_path / "p.npy")
+
+
+def test_image_folder_grey_rgb_labels_and_errors(tmp_path):
+    for label in ("cat", "dog"):
+        (tmp_path / "grey" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((6, 7), 40 * i, np.uint8)).save(
+                tmp_path / "grey" / label / f"{i}.png")
+    ds = load_image_folder(tmp_path / "grey")
+    assert ds.x.shape == (6, 1, 6, 7) and sorted(set(ds.labels)) == [0, 1]
+    (tmp_path / "rgb").mkdir()
+    Image.fromarray(np.zeros((6, 7, 3), np.uint8)).save(tmp_path / "rgb" / "a.jpg")
+    Image.fromarray(np.zeros((6, 7), np.uint8)).save(tmp_path / "rgb" / "b.png")
+    assert load_image_folder(tmp_path / "rgb").x.shape == (2, 3, 6, 7)
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "rgb" / "c.png")
+    with pytest.raises(ValueError, match="c.png: size"):
+        load_image_folder(tmp_path / "rgb")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="x.png: unreadable"):
+        load_image_folder(tmp_path / "broken")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no .png"):
+        load_image_folder(tmp_path / "empty")
+
+
+def _idx(path: Path, arr: np.ndarray) -> None:
+    header = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_mnist_folder_with_train_files(tmp_path):
+    rng = np.random.default_rng(0)
+    _idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (30, 28, 28)))
+    _idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 30))
+    _idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (10, 28, 28)))
+    _idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 10))
+    ds = load_mnist_data(tmp_path)
+    assert ds.x.shape == (40, 1, 28, 28) and len(ds.train_idx) == 30
+    assert list(ds.heldout_idx) == list(range(30, 40))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz: unreadable"):
+        load_mnist_data(tmp_path)
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"{MNIST_DIR} is absent")
+def test_shared_mnist_split():
+    ds = load_dataset("mnist", str(MNIST_DIR))
+    assert ds.x.shape == (10000, 1, 28, 28)
+    assert (len(ds.train_idx), ds.heldout_idx[0]) == (8000, 8000)
+
+
+# ---------- the training loop ----------
+
+def _cfg(tmp_path, name, **kw) -> TrainConfig:
+    base = dict(epochs=2, latent_dim=3, hidden="32", quiet=True, threads=1, iwae_k=10,
+                out=str(tmp_path / name / "c.pt"))
+    return TrainConfig(**{**base, **kw})
+
+
+def test_seed_makes_training_reproducible(tmp_path):
+    a = train(_cfg(tmp_path, "a"))
+    b = train(_cfg(tmp_path, "b"))
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert {"heldout_neg_elbo", "heldout_nll_iwae", "active_units", "knn5_accuracy",
+            "interp_smoothness"} <= set(metrics)
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = train(_cfg(tmp_path, "s", epochs=4))
+    train(_cfg(tmp_path, "r", epochs=2))
+    resumed = train(_cfg(tmp_path, "r", epochs=4, resume=True))
+    assert resumed["state"]["epoch"] == 4
+    for k, v in straight["last_state_dict"].items():
+        assert torch.equal(v, resumed["last_state_dict"][k]), k
+
+
+def test_early_stopping(tmp_path):
+    out = train(_cfg(tmp_path, "e", epochs=50, lr=0.0, patience=2))
+    assert out["state"]["epoch"] == 3  # epoch 1 is best; two epochs without improvement
+
+
+def test_toml_config_and_flag_override(tmp_path):
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('arch = "conv"\nlatent_dim = 5\nepochs = 7\n')
+    cfg = parse_args(["--config", str(cfg_file), "--epochs", "3"])
+    assert (cfg.arch, cfg.latent_dim, cfg.epochs) == ("conv", 5, 3)
+    cfg_file.write_text("no_such_option = 1\n")
+    with pytest.raises(SystemExit, match="no_such_option"):
+        parse_args(["--config", str(cfg_file)])
+
+
+def test_torchrun_two_processes_are_data_parallel(tmp_path):
+    log = tmp_path / "shards"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "training", "--epochs", "2", "--latent-dim", "3", "--hidden", "32",
+           "--threads", "1", "--quiet", "--iwae-k", "5", "--out", str(tmp_path / "c.pt"),
+           "--shard-log", str(log)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((log / f"rank{r}.json").read_text()) for r in (0, 1))
+    per_epoch = len(r0["seen"]) // 2
+    for epoch in range(2):
+        s0 = set(r0["seen"][epoch * per_epoch:(epoch + 1) * per_epoch])
+        s1 = set(r1["seen"][epoch * per_epoch:(epoch + 1) * per_epoch])
+        assert s0 and not s0 & s1  # disjoint shards
+        assert len(s0 | s1) == 1438  # together: the whole digits training split
+    assert r0["params_sha256"] == r1["params_sha256"]  # gradients were averaged
+    assert (tmp_path / "c.pt").exists()  # rank 0 wrote the checkpoint

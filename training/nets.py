@@ -1,0 +1,103 @@
+"""Encoder and decoder networks for image inputs [C, H, W]: an MLP and a convolutional pair.
+
+The encoder maps x to a vector of 2Z numbers (mu and logvar side by side); the decoder maps z to
+per-pixel parameters [C, H, W] (logits or means). Sizes come from the data, widths from config.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, shape: list[int], hidden: list[int], out: int):
+        super().__init__()
+        self.net = mlp([math.prod(shape), *hidden, out])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, shape: list[int], hidden: list[int], latent: int):
+        super().__init__()
+        self.shape = list(shape)
+        self.net = mlp([latent, *reversed(hidden), math.prod(shape)])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.shape)
+
+
+def _conv_sizes(h: int, w: int, depth: int) -> list[tuple[int, int]]:
+    """Spatial sizes after each stride-2 conv (kernel 4, padding 1): floor(s / 2)."""
+    sizes = [(h, w)]
+    for _ in range(depth):
+        h, w = h // 2, w // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"{depth} stride-2 convolutions are too many for {sizes[0]}")
+        sizes.append((h, w))
+    return sizes
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 convs (each halves H and W), then an MLP head."""
+
+    def __init__(self, shape: list[int], channels: list[int], hidden: list[int], out: int):
+        super().__init__()
+        c, h, w = shape
+        layers: list[nn.Module] = []
+        for a, b in zip([c, *channels[:-1]], channels, strict=True):
+            layers += [nn.Conv2d(a, b, 4, stride=2, padding=1), nn.ReLU()]
+        self.conv = nn.Sequential(*layers)
+        fh, fw = _conv_sizes(h, w, len(channels))[-1]
+        self.head = mlp([channels[-1] * fh * fw, *hidden, out])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).flatten(1))
+
+
+class ConvDecoder(nn.Module):
+    """The encoder mirrored: an MLP to a small feature map, then stride-2 transposed convs whose
+    output_padding restores each odd size exactly."""
+
+    def __init__(self, shape: list[int], channels: list[int], hidden: list[int], latent: int):
+        super().__init__()
+        c, h, w = shape
+        sizes = _conv_sizes(h, w, len(channels))
+        self.fmap = (channels[-1], *sizes[-1])
+        self.head = nn.Sequential(mlp([latent, *reversed(hidden), math.prod(self.fmap)]),
+                                  nn.ReLU())
+        outs = [*reversed(channels[:-1]), c]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(reversed(channels), outs, strict=True)):
+            (sh, sw), (th, tw) = sizes[-1 - i], sizes[-2 - i]
+            pad = (th - 2 * sh, tw - 2 * sw)  # 0 or 1: what floor-halving lost
+            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1, output_padding=pad))
+            if i < len(channels) - 1:
+                layers.append(nn.ReLU())
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.deconv(self.head(z).view(-1, *self.fmap))
+
+
+def build(arch: str, shape: list[int], latent: int, hidden: list[int],
+          channels: list[int]) -> tuple[nn.Module, nn.Module]:
+    if arch == "mlp":
+        return MLPEncoder(shape, hidden, 2 * latent), MLPDecoder(shape, hidden, latent)
+    if arch == "conv":
+        return (ConvEncoder(shape, channels, hidden, 2 * latent),
+                ConvDecoder(shape, channels, hidden, latent))
+    raise ValueError(f"unknown architecture {arch!r} (mlp or conv)")
