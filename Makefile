@@ -14,7 +14,7 @@ export BENTOML_DO_NOT_TRACK := true
 export VAE_MODEL_REPOSITORY ?= $(REPOSITORY)
 export VAE_MODEL_NAME ?= $(MODEL_NAME)
 
-.PHONY: install model serve test lint clean
+.PHONY: install model model-digits model-mnist serve test lint clean
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -24,15 +24,29 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
-# Train and export the embedded default (scikit-learn digits) unless a version already exists.
+# Train, report and export one model from its config: $(call build_model,NAME,CONFIG)
+define build_model
+	$(BIN)/python -m training --config $(2) --out runs/$(1)/checkpoint.pt
+	$(BIN)/python -m training.report --checkpoint runs/$(1)/checkpoint.pt --out runs/$(1)/report
+	$(BIN)/python -m export --checkpoint runs/$(1)/checkpoint.pt --repository $(REPOSITORY) \
+	  --name $(1)
+endef
+
+# Train MODEL_NAME (default: the embedded digits) unless a version of it already exists.
 model: install
 	@if ls $(REPOSITORY)/$(MODEL_NAME)/*/manifest.json >/dev/null 2>&1; then \
 	  echo "model $(REPOSITORY)/$(MODEL_NAME) present; skipping training"; \
 	else \
-	  $(BIN)/python -m training --data digits --out runs/$(MODEL_NAME)/checkpoint.pt && \
-	  $(BIN)/python -m export --checkpoint runs/$(MODEL_NAME)/checkpoint.pt \
-	    --repository $(REPOSITORY) --name $(MODEL_NAME); \
+	  $(MAKE) --no-print-directory model-$(MODEL_NAME) REPOSITORY=$(REPOSITORY); \
 	fi
+
+# Each run adds a new version to the repository.
+model-digits: install
+	$(call build_model,digits,configs/digits.toml)
+
+model-mnist: install
+	@test -d ../shared/data/mnist || { echo "../shared/data/mnist is absent"; exit 1; }
+	$(call build_model,mnist,configs/mnist.toml)
 
 serve: model
 	$(BIN)/bentoml serve service.app:VAEService --host $(HOST) --port $(PORT)

@@ -82,3 +82,16 @@ def test_schema_violating_manifest_is_refused(trained, tmp_path):
     mpath.write_text(json.dumps(data))
     with pytest.raises(ModelRepositoryError, match="invalid manifest"):
         load_version(tmp_path, "m", 1)
+
+
+def test_conv_model_exports_with_parity(tmp_path):
+    from training.train import TrainConfig, train
+
+    cfg = TrainConfig(arch="conv", channels="8,16", blocks=1, hidden="32", latent_dim=3,
+                      epochs=1, quiet=True, threads=1, iwae_k=5, out=str(tmp_path / "c.pt"))
+    train(cfg)
+    vdir = export_checkpoint(cfg.out, tmp_path / "repo", "conv")
+    m = Manifest.model_validate_json((vdir / "manifest.json").read_text())
+    assert m.training["model"]["arch"] == "conv"
+    assert max(m.parity.encoder_max_abs_diff, m.parity.decoder_max_abs_diff) <= 1e-5
+    assert m.parity.batch_sizes == [1, 7, 37, 256]

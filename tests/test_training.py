@@ -213,3 +213,15 @@ def test_torchrun_two_processes_are_data_parallel(tmp_path):
         assert len(s0 | s1) == 1438  # together: the whole digits training split
     assert r0["params_sha256"] == r1["params_sha256"]  # gradients were averaged
     assert (tmp_path / "c.pt").exists()  # rank 0 wrote the checkpoint
+
+
+def test_report_draws_every_picture(trained, tmp_path):
+    from training.report import make_report
+
+    page = make_report(trained["checkpoint"], tmp_path / "report")
+    text = page.read_text()
+    for name in ["loss_curves", "samples", "reconstructions", "interp_lerp", "interp_slerp",
+                 "traversals", "latent_map", "sigma_hist"]:
+        png = tmp_path / "report" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({name}.png)" in text
+    assert "heldout_nll_iwae" in text

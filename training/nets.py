@@ -51,15 +51,21 @@ def _conv_sizes(h: int, w: int, depth: int) -> list[tuple[int, int]]:
     return sizes
 
 
-class ConvEncoder(nn.Module):
-    """Stride-2 convs (each halves H and W), then an MLP head."""
+def _refine(ch: int, blocks: int) -> list[nn.Module]:
+    """`blocks` extra 3x3 conv + ReLU layers at one resolution: depth without losing size."""
+    return [m for _ in range(blocks) for m in (nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU())]
 
-    def __init__(self, shape: list[int], channels: list[int], hidden: list[int], out: int):
+
+class ConvEncoder(nn.Module):
+    """Stride-2 convs (each halves H and W), each followed by `blocks` 3x3 convs, then an MLP."""
+
+    def __init__(self, shape: list[int], channels: list[int], hidden: list[int], out: int,
+                 blocks: int = 0):
         super().__init__()
         c, h, w = shape
         layers: list[nn.Module] = []
         for a, b in zip([c, *channels[:-1]], channels, strict=True):
-            layers += [nn.Conv2d(a, b, 4, stride=2, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(a, b, 4, stride=2, padding=1), nn.ReLU(), *_refine(b, blocks)]
         self.conv = nn.Sequential(*layers)
         fh, fw = _conv_sizes(h, w, len(channels))[-1]
         self.head = mlp([channels[-1] * fh * fw, *hidden, out])
@@ -72,7 +78,8 @@ class ConvDecoder(nn.Module):
     """The encoder mirrored: an MLP to a small feature map, then stride-2 transposed convs whose
     output_padding restores each odd size exactly."""
 
-    def __init__(self, shape: list[int], channels: list[int], hidden: list[int], latent: int):
+    def __init__(self, shape: list[int], channels: list[int], hidden: list[int], latent: int,
+                 blocks: int = 0):
         super().__init__()
         c, h, w = shape
         sizes = _conv_sizes(h, w, len(channels))
@@ -86,18 +93,18 @@ class ConvDecoder(nn.Module):
             pad = (th - 2 * sh, tw - 2 * sw)  # 0 or 1: what floor-halving lost
             layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1, output_padding=pad))
             if i < len(channels) - 1:
-                layers.append(nn.ReLU())
+                layers += [nn.ReLU(), *_refine(b, blocks)]
         self.deconv = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.deconv(self.head(z).view(-1, *self.fmap))
 
 
-def build(arch: str, shape: list[int], latent: int, hidden: list[int],
-          channels: list[int]) -> tuple[nn.Module, nn.Module]:
+def build(arch: str, shape: list[int], latent: int, hidden: list[int], channels: list[int],
+          blocks: int = 0) -> tuple[nn.Module, nn.Module]:
     if arch == "mlp":
         return MLPEncoder(shape, hidden, 2 * latent), MLPDecoder(shape, hidden, latent)
     if arch == "conv":
-        return (ConvEncoder(shape, channels, hidden, 2 * latent),
-                ConvDecoder(shape, channels, hidden, latent))
+        return (ConvEncoder(shape, channels, hidden, 2 * latent, blocks),
+                ConvDecoder(shape, channels, hidden, latent, blocks))
     raise ValueError(f"unknown architecture {arch!r} (mlp or conv)")

@@ -13,6 +13,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import os
 import time
 import tomllib
@@ -37,12 +38,14 @@ class TrainConfig:
     latent_dim: int = 8
     hidden: str = "256,128"
     channels: str = "32,64"
+    blocks: int = 0
     likelihood: str = "bernoulli"  # bernoulli | gaussian
     obs_sigma: float = 0.1
     learn_obs_var: bool = False
     epochs: int = 150
     batch_size: int = 64  # per process
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (decay to 0 over the epochs)
     beta: float = 1.0  # > 1 gives a beta-VAE
     warmup_epochs: float = 10.0  # linear KL warm-up from 0 to beta
     free_bits: float = 0.0  # nats per latent unit
@@ -78,7 +81,7 @@ def shift_augment(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor
 def model_config(cfg: TrainConfig, shape: list[int]) -> ModelConfig:
     ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
     return ModelConfig(input_shape=shape, latent_dim=cfg.latent_dim, arch=cfg.arch,
-                       hidden=ints(cfg.hidden), channels=ints(cfg.channels),
+                       hidden=ints(cfg.hidden), channels=ints(cfg.channels), blocks=cfg.blocks,
                        likelihood=cfg.likelihood, obs_sigma=cfg.obs_sigma,
                        learn_obs_var=cfg.learn_obs_var)
 
@@ -115,6 +118,9 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     for epoch in bar:
         model.train()
         sampler.set_epoch(epoch)
+        if cfg.lr_schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
         order = torch.tensor(list(sampler)) if world > 1 else torch.randperm(len(x_train),
                                                                              generator=gen)
         seen += order.tolist() if cfg.shard_log else []
