@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+import shutil
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from modelrepo.manifest import GraphEntry, InputSpec, Manifest, Parity, TensorSpec
+from export.reference import write_reference
+from export.variants import build_variants
+from modelrepo.manifest import FileEntry, GraphEntry, InputSpec, Manifest, Parity, TensorSpec
 from modelrepo.repository import MANIFEST, next_version, publish, sha256_file, staging_dir
 from training.model import VAE
 from training.train import load_checkpoint
@@ -45,14 +48,22 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """z [N, Z] -> x [N, C, H, W]: the decoder's mean (Bernoulli probabilities)."""
+    """z [N, Z] -> x [N, C, H, W], the decoder's mean (Bernoulli probabilities or Gaussian mean),
+    plus what /score needs for log p(x|z): Bernoulli `logits`, or the Gaussian `x_logvar`."""
 
     def __init__(self, vae: VAE):
         super().__init__()
         self.vae = vae
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(z)
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = self.vae.decode_logits(z)
+        if self.vae.cfg.likelihood == "bernoulli":
+            return torch.sigmoid(raw), raw
+        return torch.sigmoid(raw), self.vae.obs_logvar.expand_as(raw) + 0.0 * raw
+
+
+def decoder_outputs(likelihood: str) -> list[str]:
+    return ["x", "logits"] if likelihood == "bernoulli" else ["x", "x_logvar"]
 
 
 def export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
@@ -103,65 +114,83 @@ def parity(vae: VAE, folder: Path, x_real: np.ndarray, seed: int = 0) -> Parity:
     enc = ort.InferenceSession(str(folder / "encoder.onnx"), providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(str(folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
-    enc_diff = dec_diff = 0.0
+    enc_diff = dec_diff = aux_diff = 0.0
     for n in PARITY_BATCHES:
         x = x_real[rng.integers(0, len(x_real), n)].astype(np.float32)
         z = rng.standard_normal((n, vae.cfg.latent_dim)).astype(np.float32)
         with torch.no_grad():
             mu, logvar = vae.encode(torch.from_numpy(x))
-            xr = vae.decode(torch.from_numpy(z))
+            dec_ref = DecoderGraph(vae)(torch.from_numpy(z))
         o_mu, o_logvar = enc.run(["mu", "logvar"], {"x": x})
-        (o_x,) = dec.run(["x"], {"z": z})
         enc_diff = max(enc_diff, float(np.abs(o_mu - mu.numpy()).max()),
                        float(np.abs(o_logvar - logvar.numpy()).max()))
-        dec_diff = max(dec_diff, float(np.abs(o_x - xr.numpy()).max()))
+        o_x, o_aux = dec.run(None, {"z": z})
+        dec_diff = max(dec_diff, float(np.abs(o_x - dec_ref[0].numpy()).max()))
+        aux_diff = max(aux_diff, float(np.abs(o_aux - dec_ref[1].numpy()).max()))
     return Parity(batch_sizes=PARITY_BATCHES, encoder_max_abs_diff=enc_diff,
-                  decoder_max_abs_diff=dec_diff, tolerance=PARITY_TOLERANCE)
+                  decoder_max_abs_diff=dec_diff, tolerance=PARITY_TOLERANCE,
+                  decoder_aux_max_abs_diff=aux_diff)
 
 
-def heldout_items(payload: dict, shape: list[int]) -> np.ndarray:
-    """The checkpoint's held-out items for parity; uniform noise if the data is not at hand."""
+def heldout_items(payload: dict) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The checkpoint's held-out items and labels, or None when the data is not at hand."""
     from training.data import load_dataset
 
     try:
         cfg = payload["train_config"]
         ds = load_dataset(cfg["data"], cfg.get("data_path"))
-        return ds.x[payload["data"]["heldout_idx"]]
+        idx = payload["data"]["heldout_idx"]
+        return ds.x[idx], None if ds.labels is None else ds.labels[idx]
     except (OSError, ValueError, KeyError) as exc:
-        log.warning("training data not available (%s); parity on uniform noise", exc)
-        return np.random.default_rng(0).random((512, *shape), dtype=np.float32)
+        log.warning("training data not available (%s): parity on uniform noise, no reference "
+                    "set, no score quantiles, no variants", exc)
+        return None
 
 
 def export_checkpoint(checkpoint: str | Path, repository: str | Path, name: str,
-                      version: int | None = None, x_real: np.ndarray | None = None) -> Path:
+                      version: int | None = None, variants: tuple[str, ...] = ("fp16", "int8"),
+                      ) -> Path:
     vae, payload = load_checkpoint(checkpoint)
     cfg = vae.cfg
     version = version or next_version(repository, name)
     stage = staging_dir(repository, name)
-    shape = list(cfg.input_shape)
-    export_graph(EncoderGraph(vae), torch.rand(2, *shape), stage / "encoder.onnx", "x",
-                 ["mu", "logvar"])
-    export_graph(DecoderGraph(vae), torch.randn(2, cfg.latent_dim), stage / "decoder.onnx", "z",
-                 ["x"])
-    graphs = {g: graph_entry(stage / f"{g}.onnx", check_graph(stage / f"{g}.onnx"))
-              for g in ("encoder", "decoder")}
-    if x_real is None:
-        x_real = heldout_items(payload, shape)
-    par = parity(vae, stage, x_real)
-    if max(par.encoder_max_abs_diff, par.decoder_max_abs_diff) > PARITY_TOLERANCE:
-        raise ValueError(f"parity check failed: {par}")
-    data = {k: v for k, v in payload["data"].items() if k != "heldout_idx"}
-    manifest = Manifest(
-        name=name, version=version, created=datetime.now(UTC).isoformat(timespec="seconds"),
-        input=InputSpec(shape=shape, range=tuple(data.get("range", (0.0, 1.0)))),
-        latent_dim=cfg.latent_dim, likelihood=cfg.likelihood, graphs=graphs,
-        parity=par,
-        training={"data": data, "metrics": payload["metrics"],
-                  "model": payload["model_config"], "config": payload["train_config"]},
-        software={"python": platform.python_version(), "torch": torch.__version__,
-                  "onnx": onnx.__version__, "onnxruntime": ort.__version__},
-    )
-    (stage / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    try:
+        shape = list(cfg.input_shape)
+        export_graph(EncoderGraph(vae), torch.rand(2, *shape), stage / "encoder.onnx", "x",
+                     ["mu", "logvar"])
+        export_graph(DecoderGraph(vae), torch.randn(2, cfg.latent_dim), stage / "decoder.onnx",
+                     "z", decoder_outputs(cfg.likelihood))
+        graphs = {g: graph_entry(stage / f"{g}.onnx", check_graph(stage / f"{g}.onnx"))
+                  for g in ("encoder", "decoder")}
+        held = heldout_items(payload)
+        x_real = held[0] if held else np.random.default_rng(0).random((512, *shape),
+                                                                     dtype=np.float32)
+        par = parity(vae, stage, x_real)
+        if max(par.encoder_max_abs_diff, par.decoder_max_abs_diff) > PARITY_TOLERANCE:
+            raise ValueError(f"parity check failed: {par}")
+        extra: dict = {"files": []}
+        if held is not None:
+            extra.update(write_reference(vae, held[0], held[1], stage / "reference.npz"))
+            ref = stage / "reference.npz"
+            extra["files"].append(FileEntry(path=ref.name, sha256=sha256_file(ref),
+                                            bytes=ref.stat().st_size))
+            extra["variants"] = build_variants(stage, list(variants), held[0], cfg.likelihood,
+                                               PARITY_BATCHES, graph_entry)
+        data = {k: v for k, v in payload["data"].items() if k != "heldout_idx"}
+        manifest = Manifest(
+            name=name, version=version, created=datetime.now(UTC).isoformat(timespec="seconds"),
+            input=InputSpec(shape=shape, range=tuple(data.get("range", (0.0, 1.0)))),
+            latent_dim=cfg.latent_dim, likelihood=cfg.likelihood, graphs=graphs, parity=par,
+            training={"data": data, "metrics": payload["metrics"],
+                      "model": payload["model_config"], "config": payload["train_config"]},
+            software={"python": platform.python_version(), "torch": torch.__version__,
+                      "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+            **extra,
+        )
+        (stage / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # a failed export leaves nothing behind
+        raise
     return publish(stage, repository, name, version)
 
 
@@ -172,8 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repository", default="models")
     p.add_argument("--name", required=True)
     p.add_argument("--version", type=int, default=None, help="default: the next free integer")
+    p.add_argument("--variants", default="fp16,int8", help="comma-separated; '' for none")
     args = p.parse_args(argv)
-    path = export_checkpoint(args.checkpoint, args.repository, args.name, args.version)
+    kinds = tuple(v for v in args.variants.split(",") if v)
+    path = export_checkpoint(args.checkpoint, args.repository, args.name, args.version, kinds)
     m = Manifest.model_validate_json((path / MANIFEST).read_text())
     log.info("wrote %s (parity: encoder %.2e, decoder %.2e)", path,
              m.parity.encoder_max_abs_diff, m.parity.decoder_max_abs_diff)

@@ -66,6 +66,31 @@ class Parity(_Strict):
     encoder_max_abs_diff: float
     decoder_max_abs_diff: float
     tolerance: float
+    # further decoder outputs (Bernoulli logits, Gaussian x_logvar), recorded, not held to
+    # `tolerance`: logits of magnitude ~20 sit near float32's resolution
+    decoder_aux_max_abs_diff: float | None = None
+
+
+class ReferenceInfo(_Strict):
+    file: str = Field(description="the npz file listed in `files`")
+    items: int = Field(ge=1)
+    projection: Literal["pca"] = "pca"
+    has_labels: bool
+
+
+class ScoreInfo(_Strict):
+    heldout_items: int = Field(ge=1)
+    estimator: str
+    quantiles: list[float] = Field(min_length=2, description="held-out -ELBO at 0, 1, ..., 100 %")
+
+
+class Variant(_Strict):
+    """A graph pair derived from the fp32 one (fp16 for GPUs, int8 dynamic quantization)."""
+
+    graphs: dict[Literal["encoder", "decoder"], GraphEntry]
+    parity: Parity
+    heldout_neg_elbo: float = Field(description="held-out -ELBO computed with this pair")
+    note: str = ""
 
 
 class Manifest(_Strict):
@@ -80,6 +105,9 @@ class Manifest(_Strict):
     files: list[FileEntry] = Field(default_factory=list, description="further files, e.g. data")
     training: dict = Field(default_factory=dict, description="data description and metrics")
     parity: Parity
+    reference: ReferenceInfo | None = None
+    score: ScoreInfo | None = None
+    variants: dict[str, Variant] = Field(default_factory=dict)
     software: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("graphs")
@@ -91,7 +119,16 @@ class Manifest(_Strict):
         return v
 
     def all_files(self) -> list[FileEntry]:
-        return [self.graphs["encoder"], self.graphs["decoder"], *self.files]
+        variant_graphs = [g for v in self.variants.values() for g in v.graphs.values()]
+        return [self.graphs["encoder"], self.graphs["decoder"], *variant_graphs, *self.files]
+
+    def graph_pair(self, variant: str) -> dict[str, GraphEntry]:
+        if variant == "fp32":
+            return self.graphs
+        if variant not in self.variants:
+            raise KeyError(f"variant {variant!r} not in the manifest (has fp32"
+                           + "".join(f", {v}" for v in self.variants) + ")")
+        return self.variants[variant].graphs
 
 
 def json_schema() -> dict:

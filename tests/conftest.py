@@ -35,7 +35,7 @@ def trained(tmp_path_factory) -> dict:
                       quiet=True, threads=1)
     payload = train(cfg)
     repo = work / "repository"
-    path = export_checkpoint(cfg.out, repo, "digits")
+    path = export_checkpoint(cfg.out, repo, "digits")  # with fp16 and int8 variants
     return {"checkpoint": Path(cfg.out), "payload": payload, "repository": repo,
             "version_dir": path}
 

@@ -1,0 +1,70 @@
+"""What the service needs from the training data, computed once at export on the held-out split.
+
+reference.npz (numeric arrays only, loaded with allow_pickle=False):
+- mu [M, Z]: posterior means of up to 2,000 held-out items, labels [M] when known,
+- points [M, 2]: their 2-D projection for /latent_map, with proj_mean [Z] and proj_components
+  [2, Z] (PCA; points = (mu - proj_mean) @ proj_components.T) so new codes can be placed too,
+- neg_elbo_sorted [H]: per-item held-out -ELBO (closed-form KL + one seeded z sample, the same
+  estimator as /score with k = 1), sorted, for /score's percentile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.model import VAE, kl_divergence
+
+MAX_REFERENCE = 2000
+QUANTILES = np.linspace(0.0, 1.0, 101)
+
+
+@torch.no_grad()
+def per_item_neg_elbo(model: VAE, x: torch.Tensor, seed: int = 0) -> np.ndarray:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(x), 500):
+        xb = x[i : i + 500]
+        mu, logvar = model.encode(xb)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
+        out.append(model.recon_nll(model.decode_logits(z), xb) + kl_divergence(mu, logvar))
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def pca_2d(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (points [M, 2], mean [Z], components [2, Z]); Z < 2 is padded with a zero axis."""
+    mean = mu.mean(axis=0)
+    _, _, vt = np.linalg.svd(mu - mean, full_matrices=False)
+    comps = np.zeros((2, mu.shape[1]))
+    comps[: min(2, len(vt))] = vt[:2]
+    # a fixed sign per axis, so the same model always draws the same map
+    signs = np.where(comps[np.arange(2), np.abs(comps).argmax(axis=1)] < 0, -1.0, 1.0)
+    comps *= signs[:, None]
+    return (mu - mean) @ comps.T, mean, comps
+
+
+@torch.no_grad()
+def write_reference(model: VAE, x_held: np.ndarray, labels: np.ndarray | None,
+                    path: Path) -> dict:
+    """Write reference.npz; return the manifest's `reference` and `score` sections."""
+    x = torch.from_numpy(np.ascontiguousarray(x_held, dtype=np.float32))
+    neg_elbo = per_item_neg_elbo(model, x)
+    ref_x = x[:MAX_REFERENCE]
+    mu = torch.cat([model.encode(ref_x[i : i + 500])[0] for i in range(0, len(ref_x), 500)])
+    mu = mu.numpy().astype(np.float32)
+    points, mean, comps = pca_2d(mu.astype(np.float64))
+    arrays = {"mu": mu, "points": points.astype(np.float32),
+              "proj_mean": mean.astype(np.float32), "proj_components": comps.astype(np.float32),
+              "neg_elbo_sorted": np.sort(neg_elbo)}
+    if labels is not None:
+        arrays["labels"] = labels[:MAX_REFERENCE].astype(np.int64)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    reference = {"file": path.name, "items": int(len(mu)), "projection": "pca",
+                 "has_labels": labels is not None}
+    score = {"heldout_items": int(len(neg_elbo)),
+             "estimator": "closed-form KL + one seeded z sample (the k = 1 /score estimator)",
+             "quantiles": [float(v) for v in np.quantile(neg_elbo, QUANTILES)]}
+    return {"reference": reference, "score": score}
