@@ -15,19 +15,20 @@ import bentoml
 import numpy as np
 from pydantic import Field
 
+from modelrepo import scoring
 from modelrepo.repository import ModelRepositoryError
 from service import latent
 from service.config import load_settings
 from service.engine import ModelRuntime, ModelSet
-from service.errors import BadInput
+from service.errors import ApiError, BadInput
 from service.metrics import ITEMS, MODEL_INFO, MODEL_LOAD_SECONDS
 from service.middleware import ApiMiddleware
 from service.tensors import decode_images, decode_latents, encode_images
 
 log = logging.getLogger("vae.service")
 SETTINGS = load_settings()
-ENDPOINTS = {"/encode", "/decode", "/sample", "/interpolate", "/reconstruct", "/model",
-             "/livez", "/readyz", "/metrics"}
+ENDPOINTS = {"/encode", "/decode", "/sample", "/interpolate", "/reconstruct", "/score",
+             "/model", "/latent_map", "/livez", "/readyz", "/metrics"}
 
 Version = Annotated[int | None, Field(ge=1, description="model version; default the highest")]
 Seed = Annotated[int | None, Field(ge=0, description="seed for eps; omit for fresh draws")]
@@ -150,6 +151,37 @@ class VAEService:
         ITEMS.labels("/reconstruct").inc(len(x))
         return {"outputs": encode_images(rt.decode(z), output_format)}
 
+    @bentoml.api(route="/score")
+    def score(self, inputs: Any, k: Annotated[int, Field(ge=1)] = 1, seed: Seed = None,
+              version: Version = None) -> dict[str, Any]:
+        _limit("k", k, SETTINGS.max_k)
+        rt = self.models.get(version)
+        x = self._images(rt, inputs, "inputs")
+        if k * len(x) > SETTINGS.max_score_rows:
+            raise BadInput(f"k: {k} samples x {len(x)} items = {k * len(x)} decoded rows "
+                           f"exceed the limit of {SETTINGS.max_score_rows} per request")
+        mu, logvar = rt.encode(x)
+        eps = latent.draw_eps(seed, (k, len(x), rt.latent_dim))
+        neg_elbo, nll = scoring.score(x, mu, logvar, eps, rt.manifest.likelihood, rt.decode_all)
+        ref = rt.reference
+        pct = None if ref is None else scoring.percentile(neg_elbo, ref["neg_elbo_sorted"])
+        ITEMS.labels("/score").inc(len(x))
+        return {"neg_elbo": neg_elbo.tolist(), "nll_iwae": nll.tolist(),
+                "percentile": None if pct is None else pct.tolist()}
+
+    @bentoml.api(route="/latent_map")
+    def latent_map(self, version: Version = None) -> dict[str, Any]:
+        rt = self.models.get(version)
+        ref = rt.reference
+        if ref is None:
+            raise ApiError(f"version: {rt.manifest.version} was exported without a reference "
+                           "set (its training data was not at hand)", 404)
+        return {"points": ref["points"].tolist(),
+                "labels": ref["labels"].tolist() if "labels" in ref else None,
+                "projection": rt.manifest.reference.projection,
+                "projection_mean": ref["proj_mean"].tolist(),
+                "projection_components": ref["proj_components"].tolist()}
+
     @bentoml.api(route="/model")
     def model(self, version: Version = None) -> dict[str, Any]:
         rt = self.models.get(version)
@@ -159,7 +191,8 @@ class VAEService:
             "input": {"shape": m.input.shape, "dtype": m.input.dtype, "range": list(m.input.range)},
             "latent_dim": m.latent_dim, "likelihood": m.likelihood,
             "graphs": {g: {"sha256": e.sha256, "opset": e.opset} for g, e in m.graphs.items()},
-            "provider": rt.provider,
+            "provider": rt.provider, "variant": rt.variant,
+            "variants": ["fp32", *m.variants],
             "training": {"data": m.training.get("data"), "metrics": m.training.get("metrics")},
             "parity": m.parity.model_dump(),
             "created": m.created,

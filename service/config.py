@@ -16,8 +16,11 @@ class Settings(BaseModel):
     # "latest" (the highest version), "all", or a comma-separated list such as "1,3"
     model_versions: str = "latest"
     provider: Literal["auto", "cpu", "cuda"] = "auto"
+    variant: Literal["fp32", "fp16", "int8"] = "fp32"  # graph pair from the manifest
     intra_op_threads: int = Field(1, ge=0)  # 0 lets onnxruntime pick
     inter_op_threads: int = Field(1, ge=0)
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    cpu_mem_arena: bool = True
     workers: int = Field(1, ge=1)
     threads: int = Field(4, ge=1)  # concurrent sync requests per worker
     timeout_s: int = Field(60, ge=1)
@@ -25,6 +28,8 @@ class Settings(BaseModel):
     max_samples: int = Field(64, ge=1)  # /encode samples per item
     max_n: int = Field(1024, ge=1)  # /sample n
     max_steps: int = Field(256, ge=2)  # /interpolate steps
+    max_k: int = Field(1000, ge=1)  # /score importance samples
+    max_score_rows: int = Field(16384, ge=1)  # /score k x N decoded rows in one request
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
 
 

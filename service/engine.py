@@ -19,6 +19,10 @@ from service.errors import VersionNotFound
 
 log = logging.getLogger("vae.engine")
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+OPT_LEVELS = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
 def select_providers(requested: str, available: list[str]) -> list[str]:
@@ -56,22 +60,40 @@ class ModelRuntime:
 
     def __init__(self, mv: ModelVersion, providers: list[str], settings: Settings):
         self.manifest: Manifest = mv.manifest
+        self.variant = settings.variant
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = settings.intra_op_threads
         opts.inter_op_num_threads = settings.inter_op_threads
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = OPT_LEVELS[settings.graph_optimization]
+        opts.enable_cpu_mem_arena = settings.cpu_mem_arena
         t0 = time.perf_counter()
         try:
-            self.encoder = ort.InferenceSession(str(mv.file("encoder.onnx")), opts,
+            pair = self.manifest.graph_pair(settings.variant)
+        except KeyError as exc:
+            raise ModelRepositoryError(f"{mv.path}: VAE_VARIANT: {exc.args[0]}") from None
+        try:
+            self.encoder = ort.InferenceSession(str(mv.file(pair["encoder"].path)), opts,
                                                 providers=providers)
-            self.decoder = ort.InferenceSession(str(mv.file("decoder.onnx")), opts,
+            self.decoder = ort.InferenceSession(str(mv.file(pair["decoder"].path)), opts,
                                                 providers=providers)
         except Exception as exc:  # onnxruntime raises its own (non-exported) exception types
             raise ModelRepositoryError(f"{mv.path}: onnxruntime cannot load a graph: {exc}") \
                 from exc
+        self.decoder_outputs = [o.name for o in self.decoder.get_outputs()]
+        self.reference = self._load_reference(mv)
         self.provider = self.encoder.get_providers()[0]
         self.warmup()
         self.load_seconds = time.perf_counter() - t0
+
+    def _load_reference(self, mv: ModelVersion) -> dict[str, np.ndarray] | None:
+        """The latent-map reference set and held-out -ELBO values (verified by sha256 already)."""
+        if self.manifest.reference is None:
+            return None
+        try:
+            with np.load(mv.file(self.manifest.reference.file), allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError) as exc:
+            raise ModelRepositoryError(f"{mv.file(self.manifest.reference.file)}: {exc}") from exc
 
     @property
     def shape(self) -> list[int]:
@@ -88,6 +110,12 @@ class ModelRuntime:
     def decode(self, z: np.ndarray) -> np.ndarray:
         (x,) = self.decoder.run(["x"], {"z": np.ascontiguousarray(z, dtype=np.float32)})
         return x
+
+    def decode_all(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """Every decoder output (x plus logits or x_logvar), for likelihoods."""
+        outs = self.decoder.run(self.decoder_outputs,
+                                {"z": np.ascontiguousarray(z, dtype=np.float32)})
+        return dict(zip(self.decoder_outputs, outs, strict=True))
 
     def warmup(self) -> None:
         """One run of each graph at batch 1 and 8, checking the output shapes it promises."""

@@ -241,3 +241,36 @@ def test_locust_smoke_has_no_failures(server, tmp_path):
     rows = {r["Name"]: r for r in csv.DictReader(open(tmp_path / "smoke_stats.csv"))}
     assert int(rows["Aggregated"]["Request Count"]) > 0
     assert int(rows["Aggregated"]["Failure Count"]) == 0
+
+
+def test_score_matches_an_independent_torch_computation(client, digits, trained):
+    import torch
+
+    from training.model import kl_divergence
+    from training.train import load_checkpoint
+
+    out = post(client, "/score", {"inputs": digits.tolist(), "k": 1, "seed": 9})
+    neg_elbo = np.array(out["neg_elbo"])
+    vae, _ = load_checkpoint(trained["checkpoint"])
+    eps = np.random.default_rng(9).standard_normal((1, 5, Z)).astype(np.float32)[0]
+    with torch.no_grad():
+        x = torch.from_numpy(digits)
+        mu, logvar = vae.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.from_numpy(eps)
+        want = vae.recon_nll(vae.decode_logits(z), x) + kl_divergence(mu, logvar)
+    np.testing.assert_allclose(neg_elbo, want.numpy(), rtol=1e-4)
+    assert all(0.0 <= p <= 100.0 for p in out["percentile"])
+    assert post(client, "/score", {"inputs": digits.tolist(), "k": 1, "seed": 9}) == out
+
+
+def test_iwae_tightens_with_k(client, digits):
+    many = post(client, "/score", {"inputs": digits.tolist(), "k": 200, "seed": 1})
+    assert np.mean(many["nll_iwae"]) <= np.mean(many["neg_elbo"])
+    r = client.post("/score", json={"inputs": digits.tolist(), "k": 5000})
+    assert r.status_code == 400 and "k" in r.json()["error"]
+
+
+def test_latent_map(client):
+    out = post(client, "/latent_map", {})
+    assert np.array(out["points"]).shape == (359, 2) and len(out["labels"]) == 359
+    assert out["projection"] == "pca" and set(out["labels"]) <= set(range(10))

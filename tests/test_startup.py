@@ -48,3 +48,31 @@ def test_bad_repository_is_refused(trained, tmp_path, damage, message):
         assert "refusing to start" in srv.output() and message in srv.output()
     finally:
         srv.stop()
+
+
+def test_int8_variant_is_served_when_asked(trained):
+    import httpx
+    import numpy as np
+
+    srv = Server(trained["repository"], {"VAE_VARIANT": "int8"})
+    try:
+        srv.wait_ready()
+        info = httpx.post(srv.url + "/model", json={}).json()
+        assert info["variant"] == "int8" and info["variants"] == ["fp32", "fp16", "int8"]
+        x = np.full((2, 64), 0.5).tolist()
+        mu = httpx.post(srv.url + "/encode", json={"inputs": x}).json()["mu"]
+        assert np.array(mu).shape == (2, 4)
+    finally:
+        srv.stop()
+
+
+def test_missing_variant_is_refused(trained, tmp_path):
+    from export.onnx_export import export_checkpoint
+
+    export_checkpoint(trained["checkpoint"], tmp_path / "repo", "digits", variants=())
+    srv = Server(tmp_path / "repo", {"VAE_VARIANT": "fp16"})
+    try:
+        assert srv.proc.wait(timeout=60) != 0
+        assert "variant 'fp16' not in the manifest" in srv.output()
+    finally:
+        srv.stop()
