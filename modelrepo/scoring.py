@@ -38,13 +38,23 @@ def _log_normal(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray) -> np.ndarray
     return -0.5 * np.sum((z - mu) ** 2 * np.exp(-logvar) + logvar + LOG_2PI, axis=-1)
 
 
+def posterior_samples(mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """z [k, N, Z] = mu + sigma * eps, for eps [k, N, Z]."""
+    return (mu[None] + np.exp(0.5 * logvar)[None] * eps).astype(np.float32)
+
+
 def score(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray, likelihood: str,
           decode: Callable[[np.ndarray], dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """-> (neg_elbo [N], nll_iwae [N]) in nats; `decode` maps z [R, Z] to the decoder outputs."""
-    k, n, zdim = eps.shape
+    z = posterior_samples(mu, logvar, eps)
+    return score_decoded(x, mu, logvar, z, likelihood, decode(z.reshape(-1, z.shape[-1])))
+
+
+def score_decoded(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, z: np.ndarray,
+                  likelihood: str, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The estimates from z [k, N, Z] and the decoder outputs for z flattened to [k * N, Z]."""
+    k, n, _ = z.shape
     mu64, lv64 = mu.astype(np.float64), logvar.astype(np.float64)
-    z = (mu[None] + np.exp(0.5 * logvar)[None] * eps).astype(np.float32)  # [k, N, Z]
-    out = decode(z.reshape(k * n, zdim))
     xs = np.broadcast_to(x[None], (k, *x.shape)).reshape(k * n, *x.shape[1:])
     lpx = log_px(likelihood, xs, out).reshape(k, n)
     z64 = z.astype(np.float64)

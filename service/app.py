@@ -78,12 +78,12 @@ class VAEService:
         return decode_images(value, field, rt.shape, rt.manifest.input.range, SETTINGS.max_items)
 
     @bentoml.api(route="/encode")
-    def encode(self, inputs: Any, samples: Annotated[int, Field(ge=0)] = 0, seed: Seed = None,
+    async def encode(self, inputs: Any, samples: Annotated[int, Field(ge=0)] = 0, seed: Seed = None,
                version: Version = None) -> dict[str, Any]:
         _limit("samples", samples, SETTINGS.max_samples)
         rt = self.models.get(version)
         x = self._images(rt, inputs, "inputs")
-        mu, logvar = rt.encode(x)
+        mu, logvar = await rt.aencode(x)
         out = {"mu": mu.tolist(), "sigma": latent.sigma_of(logvar).tolist(),
                "logvar": logvar.tolist()}
         if samples > 0:
@@ -93,15 +93,15 @@ class VAEService:
         return out
 
     @bentoml.api(route="/decode")
-    def decode(self, z: Any, output_format: OutputFormat = "json",
+    async def decode(self, z: Any, output_format: OutputFormat = "json",
                version: Version = None) -> dict[str, Any]:
         rt = self.models.get(version)
         zs = decode_latents(z, "z", rt.latent_dim, SETTINGS.max_items)
         ITEMS.labels("/decode").inc(len(zs))
-        return {"outputs": encode_images(rt.decode(zs), output_format)}
+        return {"outputs": encode_images(await rt.adecode(zs), output_format)}
 
     @bentoml.api(route="/sample")
-    def sample(self, n: Annotated[int, Field(ge=1)] = 1,
+    async def sample(self, n: Annotated[int, Field(ge=1)] = 1,
                temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0,
                seed: Seed = None, output_format: OutputFormat = "json",
                version: Version = None) -> dict[str, Any]:
@@ -109,10 +109,10 @@ class VAEService:
         rt = self.models.get(version)
         z = np.float32(temperature) * latent.draw_eps(seed, (n, rt.latent_dim))
         ITEMS.labels("/sample").inc(n)
-        return {"z": z.tolist(), "outputs": encode_images(rt.decode(z), output_format)}
+        return {"z": z.tolist(), "outputs": encode_images(await rt.adecode(z), output_format)}
 
     @bentoml.api(route="/interpolate")
-    def interpolate(self, start: Any = None, end: Any = None, start_z: Any = None,
+    async def interpolate(self, start: Any = None, end: Any = None, start_z: Any = None,
                     end_z: Any = None, steps: Annotated[int, Field(ge=2)] = 8,
                     method: Literal["lerp", "slerp"] = "lerp", output_format: OutputFormat = "json",
                     version: Version = None) -> dict[str, Any]:
@@ -122,7 +122,7 @@ class VAEService:
             xa, xb = self._images(rt, start, "start"), self._images(rt, end, "end")
             if len(xa) != len(xb):
                 raise BadInput(f"start, end: {len(xa)} and {len(xb)} items; pairs must match")
-            mu, _ = rt.encode(np.concatenate([xa, xb]))
+            mu, _ = await rt.aencode(np.concatenate([xa, xb]))
             a, b = mu[: len(xa)], mu[len(xa):]
         elif start_z is not None and end_z is not None and start is None and end is None:
             a = decode_latents(start_z, "start_z", rt.latent_dim, SETTINGS.max_items)
@@ -136,23 +136,23 @@ class VAEService:
             raise BadInput(f"steps: {steps} steps x {len(a)} pairs = {steps * len(a)} decoded "
                            f"items exceed the limit of {SETTINGS.max_items} per request")
         path = latent.interpolate(a, b, steps, method)
-        x = rt.decode(path.reshape(-1, rt.latent_dim)).reshape(len(a), steps, *rt.shape)
+        x = (await rt.adecode(path.reshape(-1, rt.latent_dim))).reshape(len(a), steps, *rt.shape)
         ITEMS.labels("/interpolate").inc(len(a) * steps)
         return {"z": path.tolist(), "outputs": encode_images(x, output_format)}
 
     @bentoml.api(route="/reconstruct")
-    def reconstruct(self, inputs: Any, sample: bool = False, seed: Seed = None,
+    async def reconstruct(self, inputs: Any, sample: bool = False, seed: Seed = None,
                     output_format: OutputFormat = "json",
                     version: Version = None) -> dict[str, Any]:
         rt = self.models.get(version)
         x = self._images(rt, inputs, "inputs")
-        mu, logvar = rt.encode(x)
+        mu, logvar = await rt.aencode(x)
         z = latent.sample_posterior(mu, logvar, latent.draw_eps(seed, mu.shape)) if sample else mu
         ITEMS.labels("/reconstruct").inc(len(x))
-        return {"outputs": encode_images(rt.decode(z), output_format)}
+        return {"outputs": encode_images(await rt.adecode(z), output_format)}
 
     @bentoml.api(route="/score")
-    def score(self, inputs: Any, k: Annotated[int, Field(ge=1)] = 1, seed: Seed = None,
+    async def score(self, inputs: Any, k: Annotated[int, Field(ge=1)] = 1, seed: Seed = None,
               version: Version = None) -> dict[str, Any]:
         _limit("k", k, SETTINGS.max_k)
         rt = self.models.get(version)
@@ -160,9 +160,11 @@ class VAEService:
         if k * len(x) > SETTINGS.max_score_rows:
             raise BadInput(f"k: {k} samples x {len(x)} items = {k * len(x)} decoded rows "
                            f"exceed the limit of {SETTINGS.max_score_rows} per request")
-        mu, logvar = rt.encode(x)
-        eps = latent.draw_eps(seed, (k, len(x), rt.latent_dim))
-        neg_elbo, nll = scoring.score(x, mu, logvar, eps, rt.manifest.likelihood, rt.decode_all)
+        mu, logvar = await rt.aencode(x)
+        z = scoring.posterior_samples(mu, logvar, latent.draw_eps(seed, (k, len(x),
+                                                                          rt.latent_dim)))
+        out = await rt.adecode_all(z.reshape(-1, rt.latent_dim))
+        neg_elbo, nll = scoring.score_decoded(x, mu, logvar, z, rt.manifest.likelihood, out)
         ref = rt.reference
         pct = None if ref is None else scoring.percentile(neg_elbo, ref["neg_elbo_sorted"])
         ITEMS.labels("/score").inc(len(x))
@@ -200,4 +202,5 @@ class VAEService:
 
 
 VAEService.add_asgi_middleware(ApiMiddleware, endpoints=ENDPOINTS,
-                               max_body_bytes=SETTINGS.max_body_bytes)
+                               max_body_bytes=SETTINGS.max_body_bytes,
+                               max_concurrency=SETTINGS.max_concurrency)

@@ -31,6 +31,11 @@ class Settings(BaseModel):
     max_k: int = Field(1000, ge=1)  # /score importance samples
     max_score_rows: int = Field(16384, ge=1)  # /score k x N decoded rows in one request
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_concurrency: int = Field(256, ge=0)  # in-flight API requests per worker; 0 = no limit
+    batching: bool = True  # merge concurrent requests' rows per graph
+    batch_max_rows: int = Field(256, ge=1)
+    batch_max_wait_ms: float = Field(2.0, ge=0)
+    max_queue_rows: int = Field(16384, ge=1)
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

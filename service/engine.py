@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from modelrepo.manifest import Manifest
 from modelrepo.repository import ModelRepositoryError, ModelVersion, list_versions, load_version
+from service.batching import RowBatcher
 from service.config import Settings
 from service.errors import VersionNotFound
 
@@ -80,6 +81,8 @@ class ModelRuntime:
             raise ModelRepositoryError(f"{mv.path}: onnxruntime cannot load a graph: {exc}") \
                 from exc
         self.decoder_outputs = [o.name for o in self.decoder.get_outputs()]
+        self.settings = settings
+        self._batchers: dict[str, RowBatcher] = {}
         self.reference = self._load_reference(mv)
         self.provider = self.encoder.get_providers()[0]
         self.warmup()
@@ -116,6 +119,28 @@ class ModelRuntime:
         outs = self.decoder.run(self.decoder_outputs,
                                 {"z": np.ascontiguousarray(z, dtype=np.float32)})
         return dict(zip(self.decoder_outputs, outs, strict=True))
+
+    def _batcher(self, graph: str) -> RowBatcher:
+        """Created on first use, inside the serving event loop."""
+        if graph not in self._batchers:
+            st = self.settings
+            run = ((lambda x: self.encoder.run(["mu", "logvar"], {"x": x})) if graph == "encoder"
+                   else (lambda z: self.decoder.run(self.decoder_outputs, {"z": z})))
+            self._batchers[graph] = RowBatcher(
+                graph, run, st.batch_max_rows if st.batching else 1,
+                st.batch_max_wait_ms if st.batching else 0.0, st.max_queue_rows)
+        return self._batchers[graph]
+
+    async def aencode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, logvar = await self._batcher("encoder").submit(x)
+        return mu, logvar
+
+    async def adecode_all(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        outs = await self._batcher("decoder").submit(np.ascontiguousarray(z, dtype=np.float32))
+        return dict(zip(self.decoder_outputs, outs, strict=True))
+
+    async def adecode(self, z: np.ndarray) -> np.ndarray:
+        return (await self.adecode_all(z))["x"]
 
     def warmup(self) -> None:
         """One run of each graph at batch 1 and 8, checking the output shapes it promises."""

@@ -1,10 +1,17 @@
-"""Errors a client can cause. Each carries its HTTP status and a message naming the field."""
+"""Errors a client can cause, or overload. Each carries its HTTP status and a message naming the
+field and the limit."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from http import HTTPStatus
 
 from bentoml.exceptions import BentoMLException
+
+# Per-request scratch shared with the API middleware (a dict, so that writes made inside the
+# endpoint are seen by the middleware whatever context copies lie between them). BentoML hides
+# the message of every 5xx; the middleware restores ours from here.
+REQUEST_STATE: ContextVar[dict | None] = ContextVar("vae_request_state", default=None)
 
 
 class ApiError(BentoMLException):
@@ -15,6 +22,9 @@ class ApiError(BentoMLException):
         super().__init__(message, error_code=HTTPStatus(status))
         self.status = status
         self.message = message
+        state = REQUEST_STATE.get()
+        if state is not None:
+            state["error"], state["status"] = message, status
 
 
 class BadInput(ApiError):
@@ -25,3 +35,10 @@ class BadInput(ApiError):
 class VersionNotFound(ApiError):
     def __init__(self, message: str):
         super().__init__(message, 404)
+
+
+class Overloaded(ApiError):
+    """Queue full: a load answer (503 with Retry-After), never an answer to bad input."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 503)

@@ -13,9 +13,12 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
-from service.metrics import IN_FLIGHT, LATENCY, REQUESTS
+from service.errors import REQUEST_STATE
+from service.metrics import ERRORS, IN_FLIGHT, LATENCY, REQUESTS
 
 Scope = dict[str, Any]
+REASONS = {400: "bad_input", 404: "not_found", 405: "method", 413: "too_large",
+           415: "media_type", 422: "bad_input", 429: "concurrency", 503: "overload"}
 
 
 def error_message(body: bytes, status: int) -> dict[str, Any]:
@@ -42,10 +45,13 @@ def error_message(body: bytes, status: int) -> dict[str, Any]:
 
 
 class ApiMiddleware:
-    def __init__(self, app: Any, endpoints: set[str], max_body_bytes: int):
+    def __init__(self, app: Any, endpoints: set[str], max_body_bytes: int,
+                 max_concurrency: int = 0):
         self.app = app
         self.endpoints = endpoints
         self.max_body_bytes = max_body_bytes
+        self.max_concurrency = max_concurrency
+        self.active = 0  # POSTs to the API in this worker now
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -56,13 +62,19 @@ class ApiMiddleware:
         endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
         t0 = time.perf_counter()
         status_seen = [500]
+        token = REQUEST_STATE.set({"request_id": rid})
         IN_FLIGHT.labels(endpoint).inc()
         try:
             await self._handle(scope, receive, send, headers, rid, status_seen)
         finally:
+            REQUEST_STATE.reset(token)
             IN_FLIGHT.labels(endpoint).dec()
-            REQUESTS.labels(endpoint, str(status_seen[0])).inc()
+            status = status_seen[0]
+            REQUESTS.labels(endpoint, str(status)).inc()
             LATENCY.labels(endpoint).observe(time.perf_counter() - t0)
+            if status >= 400:
+                ERRORS.labels(endpoint, REASONS.get(status, "internal" if status >= 500
+                                                    else "other")).inc()
 
     async def _handle(self, scope: Scope, receive: Any, send: Any, headers: dict, rid: str,
                       status_seen: list[int]) -> None:
@@ -70,24 +82,43 @@ class ApiMiddleware:
             await self._send_json(send, status, {"error": message, "request_id": rid}, rid)
             status_seen[0] = status
 
-        if scope["method"] == "POST" and scope["path"] in self.endpoints:
-            ctype = headers.get(b"content-type", b"application/json").decode("latin-1")
-            if ctype.split(";")[0].strip().lower() != "application/json":
-                await respond_error(415, f"Content-Type: {ctype!r} is not accepted; "
-                                         "send application/json")
-                return
-            declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and \
-                    int(declared) > self.max_body_bytes:
-                await respond_error(413, f"body: {int(declared)} bytes exceed the limit of "
-                                         f"{self.max_body_bytes} bytes")
-                return
-            body = await self._read_body(receive)
-            if body is None:
-                await respond_error(413, f"body: exceeds the limit of {self.max_body_bytes} bytes")
-                return
-            receive = self._replay(body, receive)
+        api_call = scope["method"] == "POST" and scope["path"] in self.endpoints
+        if api_call and self.max_concurrency and self.active >= self.max_concurrency:
+            await respond_error(429, f"concurrency: {self.active} requests in flight, the "
+                                     f"limit is {self.max_concurrency} (VAE_MAX_CONCURRENCY)")
+            return
+        if api_call:
+            self.active += 1
+            try:
+                await self._call_api(scope, receive, send, headers, rid, status_seen,
+                                     respond_error)
+            finally:
+                self.active -= 1
+            return
+        await self._forward(scope, receive, send, rid, status_seen)
 
+    async def _call_api(self, scope: Scope, receive: Any, send: Any, headers: dict, rid: str,
+                        status_seen: list[int], respond_error: Any) -> None:
+        ctype = headers.get(b"content-type", b"application/json").decode("latin-1")
+        if ctype.split(";")[0].strip().lower() != "application/json":
+            await respond_error(415, f"Content-Type: {ctype!r} is not accepted; "
+                                     "send application/json")
+            return
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and \
+                int(declared) > self.max_body_bytes:
+            await respond_error(413, f"body: {int(declared)} bytes exceed the limit of "
+                                     f"{self.max_body_bytes} bytes")
+            return
+        body = await self._read_body(receive)
+        if body is None:
+            await respond_error(413, f"body: exceeds the limit of {self.max_body_bytes} bytes")
+            return
+        receive = self._replay(body, receive)
+        await self._forward(scope, receive, send, rid, status_seen)
+
+    async def _forward(self, scope: Scope, receive: Any, send: Any, rid: str,
+                       status_seen: list[int]) -> None:
         buffered: dict[str, Any] = {}
 
         async def send_wrapper(message: dict) -> None:
@@ -104,6 +135,9 @@ class ApiMiddleware:
                 if not message.get("more_body", False):
                     status = buffered["start"]["status"]
                     data = error_message(buffered["body"], status)
+                    state = REQUEST_STATE.get() or {}
+                    if status >= 500 and state.get("status") == status:
+                        data = {"error": state["error"]}  # BentoML hid our 5xx message
                     data.setdefault("request_id", rid)
                     await self._send_json(send, status, data, rid, buffered["start"])
             else:

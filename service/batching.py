@@ -1,0 +1,107 @@
+"""Row batching: concurrent requests' rows merged into one onnxruntime run per graph.
+
+BentoML's adaptive batching takes one argument per API and reaches other endpoints only
+through a pickling HTTP proxy (../shared/NOTES-bentoml.md), so each graph gets this small
+in-process batcher instead: an asyncio queue in front of the session. A batch closes when it
+holds `max_rows` rows or its first request has waited `max_wait_ms`; one batch per graph runs
+at a time, in a worker thread, so the event loop keeps accepting requests meanwhile. A request
+larger than `max_rows` runs alone (never split, so its rows see one consistent run). The queue
+is bounded in rows: past `max_queue_rows` a request is refused at once (503), not queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.errors import Overloaded
+from service.metrics import BATCH_REQUESTS, BATCH_ROWS, COMPUTE_SECONDS, QUEUE_SECONDS
+
+
+class QueueFull(Overloaded):
+    """The graph's queue holds its maximum of rows: an overload answer (503), not bad input."""
+
+
+@dataclass
+class _Pending:
+    x: np.ndarray
+    future: asyncio.Future
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class RowBatcher:
+    def __init__(self, graph: str, run: Callable[[np.ndarray], list[np.ndarray]],
+                 max_rows: int, max_wait_ms: float, max_queue_rows: int):
+        self.graph = graph
+        self.run = run
+        self.max_rows = max_rows
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue_rows = max_queue_rows
+        self.queue: deque[_Pending] = deque()
+        self.queued_rows = 0
+        self.wakeup = asyncio.Event()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{graph}")
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run the graph on x [n, ...] within a merged batch; -> its outputs' rows for x."""
+        if self.queued_rows + len(x) > self.max_queue_rows and self.queue:
+            raise QueueFull(f"{self.graph} queue holds {self.queued_rows} rows; the limit is "
+                            f"{self.max_queue_rows} (VAE_MAX_QUEUE_ROWS)")
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._loop())
+        item = _Pending(x, asyncio.get_running_loop().create_future())
+        self.queue.append(item)
+        self.queued_rows += len(x)
+        self.wakeup.set()
+        return await item.future
+
+    async def _loop(self) -> None:
+        while True:
+            while not self.queue:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            # wait for company until the oldest request's deadline or a full batch
+            deadline = self.queue[0].queued_at + self.max_wait
+            while self.queued_rows < self.max_rows and (left := deadline -
+                                                        time.perf_counter()) > 0:
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=left)
+                except TimeoutError:
+                    break
+            batch = [self.queue.popleft()]
+            rows = len(batch[0].x)
+            while self.queue and rows + len(self.queue[0].x) <= self.max_rows:
+                rows += len(self.queue[0].x)
+                batch.append(self.queue.popleft())
+            self.queued_rows -= rows
+            await self._run_batch(batch, rows)
+
+    async def _run_batch(self, batch: list[_Pending], rows: int) -> None:
+        start = time.perf_counter()
+        for p in batch:
+            QUEUE_SECONDS.labels(self.graph).observe(start - p.queued_at)
+        x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
+        try:
+            outs = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, x)
+        except Exception as exc:  # a failed run fails its requests, never the loop
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        COMPUTE_SECONDS.labels(self.graph).observe(time.perf_counter() - start)
+        BATCH_ROWS.labels(self.graph).observe(rows)
+        BATCH_REQUESTS.labels(self.graph).observe(len(batch))
+        offset = 0
+        for p in batch:
+            n = len(p.x)
+            if not p.future.done():  # the client may have gone away meanwhile
+                p.future.set_result([o[offset : offset + n] for o in outs])
+            offset += n
