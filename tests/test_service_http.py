@@ -274,3 +274,40 @@ def test_latent_map(client):
     out = post(client, "/latent_map", {})
     assert np.array(out["points"]).shape == (359, 2) and len(out["labels"]) == 359
     assert out["projection"] == "pca" and set(out["labels"]) <= set(range(10))
+
+
+def test_python_clients_sync_async_and_cli(server, digits, tmp_path):
+    import asyncio
+    import subprocess
+    import sys
+
+    from service.client import AsyncVAEClient, VAEClient, VAEError
+
+    with VAEClient(server.url) as vae:
+        enc = vae.encode(digits, samples=2, seed=4)
+        assert enc["mu"].shape == (5, Z) and enc["z"].shape == (5, 2, Z)
+        s = vae.sample(3, seed=2)
+        assert s["z"].shape == (3, Z) and s["x"].shape == (3, 1, 8, 8)
+        np.testing.assert_allclose(vae.decode(s["z"]), s["x"], atol=1e-6)
+        path = vae.interpolate(start=digits[:1], end=digits[1:2], steps=4, method="slerp")
+        assert path["x"].shape == (1, 4, 1, 8, 8)
+        assert vae.reconstruct(digits).shape == (5, 1, 8, 8)
+        assert vae.score(digits, k=2)["nll_iwae"].shape == (5,)
+        assert vae.model()["latent_dim"] == Z and len(vae.latent_map()["points"]) == 359
+        with pytest.raises(VAEError) as info:
+            vae.sample(0)
+        assert info.value.status == 400 and "n" in info.value.message
+
+    async def run():
+        async with AsyncVAEClient(server.url) as avae:
+            return await asyncio.gather(avae.sample(3, seed=2), avae.encode(digits))
+
+    a_sample, a_enc = asyncio.run(run())
+    np.testing.assert_array_equal(a_sample["z"], s["z"])
+    np.testing.assert_allclose(a_enc["mu"], enc["mu"], atol=1e-6)
+    out = tmp_path / "grid.png"
+    proc = subprocess.run([sys.executable, "-m", "service.client", "--url", server.url, "sample",
+                           "--n", "16", "--seed", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,179 @@
+"""Python client for the VAE service: numpy in, numpy out, sync (VAEClient) or asyncio
+(AsyncVAEClient). Tensors travel as base64 .npy (lossless and the cheapest to parse).
+
+    from service.client import VAEClient
+    with VAEClient("http://127.0.0.1:3000") as vae:
+        mu, sigma = vae.encode(images)["mu"], ...; x = vae.sample(16, seed=0)["x"]
+
+CLI: python -m service.client sample --n 16 --out grid.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+from typing import Any
+
+import httpx
+import numpy as np
+
+
+class VAEError(Exception):
+    def __init__(self, status: int, message: str, request_id: str | None = None):
+        super().__init__(f"{status}: {message}")
+        self.status, self.message, self.request_id = status, message, request_id
+
+
+def to_npy(arr: np.ndarray) -> dict[str, str]:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+    return {"npy": base64.b64encode(buf.getvalue()).decode("ascii")}
+
+
+def from_field(value: Any) -> np.ndarray:
+    if isinstance(value, dict) and "npy" in value:
+        return np.load(io.BytesIO(base64.b64decode(value["npy"])), allow_pickle=False)
+    return np.asarray(value, dtype=np.float32)
+
+
+def _clean(body: dict) -> dict:
+    return {k: v for k, v in body.items() if v is not None}
+
+
+class _Api:
+    """Every endpoint once; `_post` is the only transport-specific part (returns the parsed
+    value for the sync client, an awaitable of it for the async one)."""
+
+    version: int | None
+
+    def _post(self, path: str, body: dict, parse: Any) -> Any:
+        raise NotImplementedError
+
+    def _body(self, **fields: Any) -> dict:
+        return _clean({**fields, "version": self.version})
+
+    def encode(self, x: np.ndarray, samples: int = 0, seed: int | None = None) -> Any:
+        body = self._body(inputs=to_npy(x), samples=samples, seed=seed)
+        return self._post("/encode", body, lambda r: {k: np.asarray(v, np.float32)
+                                                      for k, v in r.items()})
+
+    def decode(self, z: np.ndarray) -> Any:
+        body = self._body(z=to_npy(z), output_format="npy")
+        return self._post("/decode", body, lambda r: from_field(r["outputs"]))
+
+    def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> Any:
+        body = self._body(n=n, temperature=temperature, seed=seed, output_format="npy")
+        return self._post("/sample", body, lambda r: {"z": np.asarray(r["z"], np.float32),
+                                                      "x": from_field(r["outputs"])})
+
+    def interpolate(self, start: np.ndarray | None = None, end: np.ndarray | None = None,
+                    start_z: np.ndarray | None = None, end_z: np.ndarray | None = None,
+                    steps: int = 8, method: str = "lerp") -> Any:
+        enc = lambda a: None if a is None else to_npy(a)  # noqa: E731
+        body = self._body(start=enc(start), end=enc(end), start_z=enc(start_z),
+                          end_z=enc(end_z), steps=steps, method=method, output_format="npy")
+        return self._post("/interpolate", body, lambda r: {"z": np.asarray(r["z"], np.float32),
+                                                           "x": from_field(r["outputs"])})
+
+    def reconstruct(self, x: np.ndarray, sample: bool = False, seed: int | None = None) -> Any:
+        body = self._body(inputs=to_npy(x), sample=sample, seed=seed, output_format="npy")
+        return self._post("/reconstruct", body, lambda r: from_field(r["outputs"]))
+
+    def score(self, x: np.ndarray, k: int = 1, seed: int | None = None) -> Any:
+        body = self._body(inputs=to_npy(x), k=k, seed=seed)
+        return self._post("/score", body, lambda r: {k: None if v is None else np.asarray(v)
+                                                     for k, v in r.items()})
+
+    def model(self) -> Any:
+        return self._post("/model", self._body(), lambda r: r)
+
+    def latent_map(self) -> Any:
+        return self._post("/latent_map", self._body(), lambda r: r)
+
+
+def _parse(resp: httpx.Response, parse: Any) -> Any:
+    if resp.status_code >= 400:
+        try:
+            message = resp.json().get("error", resp.text)
+        except ValueError:
+            message = resp.text
+        raise VAEError(resp.status_code, message, resp.headers.get("x-request-id"))
+    return parse(resp.json())
+
+
+class VAEClient(_Api):
+    def __init__(self, url: str = "http://127.0.0.1:3000", timeout: float = 30.0,
+                 version: int | None = None):
+        self.version = version
+        self.http = httpx.Client(base_url=url, timeout=timeout)
+
+    def _post(self, path: str, body: dict, parse: Any) -> Any:
+        return _parse(self.http.post(path, json=body), parse)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> VAEClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncVAEClient(_Api):
+    def __init__(self, url: str = "http://127.0.0.1:3000", timeout: float = 30.0,
+                 version: int | None = None):
+        self.version = version
+        self.http = httpx.AsyncClient(base_url=url, timeout=timeout)
+
+    async def _post(self, path: str, body: dict, parse: Any) -> Any:
+        return _parse(await self.http.post(path, json=body), parse)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncVAEClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def save_grid(x: np.ndarray, path: str, cols: int = 8) -> None:
+    """[N, C, H, W] in [0, 1] -> one PNG grid."""
+    from PIL import Image
+
+    n, c, h, w = x.shape
+    rows = -(-n // cols)
+    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    px = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = px[i]
+    Image.fromarray(grid[..., 0] if c == 1 else grid).save(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m service.client")
+    p.add_argument("--url", default="http://127.0.0.1:3000")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sample", help="draw n images and save them as one PNG grid")
+    s.add_argument("--n", type=int, default=16)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--out", default="samples.png")
+    sub.add_parser("model", help="print the served model's metadata")
+    args = p.parse_args(argv)
+    with VAEClient(args.url) as vae:
+        if args.cmd == "model":
+            print(json.dumps(vae.model(), indent=2))
+        else:
+            x = vae.sample(args.n, args.temperature, args.seed)["x"]
+            save_grid(x, args.out)
+            print(f"wrote {args.out}: {len(x)} samples")
+
+
+if __name__ == "__main__":
+    main()
