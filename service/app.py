@@ -18,7 +18,7 @@ from pydantic import Field
 from modelrepo import scoring
 from modelrepo.repository import ModelRepositoryError
 from service import latent
-from service.config import load_settings
+from service.config import bentoml_config, load_settings
 from service.engine import ModelRuntime, ModelSet
 from service.errors import ApiError, BadInput
 from service.metrics import ITEMS, MODEL_INFO, MODEL_LOAD_SECONDS
@@ -40,12 +40,7 @@ def _limit(field: str, value: int, limit: int) -> None:
         raise BadInput(f"{field}: {value} exceeds the limit of {limit}")
 
 
-@bentoml.service(
-    name="vae",
-    workers=SETTINGS.workers,
-    threads=SETTINGS.threads,
-    traffic={"timeout": SETTINGS.timeout_s},
-)
+@bentoml.service(**bentoml_config(SETTINGS))
 class VAEService:
     @bentoml.on_deployment
     def verify_repository() -> None:
@@ -203,4 +198,5 @@ class VAEService:
 
 VAEService.add_asgi_middleware(ApiMiddleware, endpoints=ENDPOINTS,
                                max_body_bytes=SETTINGS.max_body_bytes,
-                               max_concurrency=SETTINGS.max_concurrency)
+                               max_concurrency=SETTINGS.max_concurrency,
+                               json_access_log=SETTINGS.access_log == "json")

@@ -31,6 +31,11 @@ class Settings(BaseModel):
     max_k: int = Field(1000, ge=1)  # /score importance samples
     max_score_rows: int = Field(16384, ge=1)  # /score k x N decoded rows in one request
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    cors_origins: str = ""  # comma-separated origins allowed by CORS; empty = CORS off
+    tracing_sample_rate: float = Field(0.0, ge=0.0, le=1.0)  # OpenTelemetry: 0 off, 1 every request
+    tracing_exporter: Literal["otlp", "zipkin", "jaeger", "in_memory"] = "otlp"
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    access_log: Literal["bentoml", "json", "off"] = "bentoml"  # json: one line, with request ID
     max_concurrency: int = Field(256, ge=0)  # in-flight API requests per worker; 0 = no limit
     batching: bool = True  # merge concurrent requests' rows per graph
     batch_max_rows: int = Field(256, ge=1)
@@ -46,3 +51,26 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         return Settings(**values)
     except ValidationError as exc:
         raise SystemExit(f"invalid VAE_* setting: {exc}") from None
+
+
+def bentoml_config(st: Settings) -> dict:
+    """The BentoML service configuration these settings imply."""
+    config: dict = {
+        "name": "vae",
+        "workers": st.workers,
+        "threads": st.threads,
+        "traffic": {"timeout": st.timeout_s},
+        "logging": {"access": {"enabled": st.access_log == "bentoml"}},
+        "tracing": {"sample_rate": st.tracing_sample_rate, "exporter_type": st.tracing_exporter,
+                    "excluded_urls": ["/livez", "/readyz", "/metrics"]},
+    }
+    if st.tracing_exporter == "otlp":
+        config["tracing"]["otlp"] = {"protocol": "http", "endpoint": st.otlp_endpoint}
+    origins = [o.strip() for o in st.cors_origins.split(",") if o.strip()]
+    if origins:
+        config["http"] = {"cors": {
+            "enabled": True, "access_control_allow_origins": origins,
+            "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
+            "access_control_allow_headers": ["Content-Type", "X-Request-ID", "Authorization"],
+            "access_control_expose_headers": ["X-Request-ID", "Retry-After"]}}
+    return config

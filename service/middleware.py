@@ -8,6 +8,7 @@ routes as plain text; rewriting error responses here gives clients one shape wha
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from http import HTTPStatus
@@ -44,10 +45,23 @@ def error_message(body: bytes, status: int) -> dict[str, Any]:
     return {"error": text or HTTPStatus(status).phrase}
 
 
+def _json_logger() -> logging.Logger:
+    """One JSON object per request on stderr, with the request ID (VAE_ACCESS_LOG=json)."""
+    logger = logging.getLogger("vae.access")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
 class ApiMiddleware:
     def __init__(self, app: Any, endpoints: set[str], max_body_bytes: int,
-                 max_concurrency: int = 0):
+                 max_concurrency: int = 0, json_access_log: bool = False):
         self.app = app
+        self.access_log = _json_logger() if json_access_log else None
         self.endpoints = endpoints
         self.max_body_bytes = max_body_bytes
         self.max_concurrency = max_concurrency
@@ -70,8 +84,13 @@ class ApiMiddleware:
             REQUEST_STATE.reset(token)
             IN_FLIGHT.labels(endpoint).dec()
             status = status_seen[0]
+            elapsed = time.perf_counter() - t0
             REQUESTS.labels(endpoint, str(status)).inc()
-            LATENCY.labels(endpoint).observe(time.perf_counter() - t0)
+            LATENCY.labels(endpoint).observe(elapsed)
+            if self.access_log is not None:
+                self.access_log.info(json.dumps({
+                    "ts": time.time(), "request_id": rid, "method": scope["method"],
+                    "path": scope["path"], "status": status, "ms": round(1000 * elapsed, 3)}))
             if status >= 400:
                 ERRORS.labels(endpoint, REASONS.get(status, "internal" if status >= 500
                                                     else "other")).inc()

@@ -76,3 +76,35 @@ def test_missing_variant_is_refused(trained, tmp_path):
         assert "variant 'fp16' not in the manifest" in srv.output()
     finally:
         srv.stop()
+
+
+def test_operations_settings_json_log_cors_tracing(trained):
+    import json as _json
+    import time
+
+    import httpx
+
+    srv = Server(trained["repository"], {"VAE_ACCESS_LOG": "json",
+                                         "VAE_CORS_ORIGINS": "http://app.example",
+                                         "VAE_TRACING_SAMPLE_RATE": "1.0",
+                                         "VAE_TRACING_EXPORTER": "in_memory"})
+    try:
+        srv.wait_ready()
+        r = httpx.post(srv.url + "/sample", json={"n": 1}, headers={"X-Request-ID": "trace-me-1",
+                                                                    "Origin": "http://app.example"})
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "http://app.example"
+        pre = httpx.options(srv.url + "/encode", headers={
+            "Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+        assert pre.status_code == 200
+        bad = httpx.options(srv.url + "/encode", headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in bad.headers
+        time.sleep(0.5)
+        lines = [ln for ln in srv.output().splitlines() if '"request_id": "trace-me-1"' in ln]
+        assert lines, srv.output()
+        entry = _json.loads(lines[0][lines[0].index("{"):])
+        assert entry["path"] == "/sample" and entry["status"] == 200
+    finally:
+        srv.stop()
