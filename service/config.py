@@ -61,11 +61,13 @@ def bentoml_config(st: Settings) -> dict:
         "threads": st.threads,
         "traffic": {"timeout": st.timeout_s},
         "logging": {"access": {"enabled": st.access_log == "bentoml"}},
-        "tracing": {"sample_rate": st.tracing_sample_rate, "exporter_type": st.tracing_exporter,
+        "tracing": {"sample_rate": st.tracing_sample_rate,
                     "excluded_urls": ["/livez", "/readyz", "/metrics"]},
     }
-    if st.tracing_exporter == "otlp":
-        config["tracing"]["otlp"] = {"protocol": "http", "endpoint": st.otlp_endpoint}
+    if st.tracing_sample_rate > 0:  # no exporter at all while tracing is off
+        config["tracing"]["exporter_type"] = st.tracing_exporter
+        if st.tracing_exporter == "otlp":
+            config["tracing"]["otlp"] = {"protocol": "http", "endpoint": st.otlp_endpoint}
     origins = [o.strip() for o in st.cors_origins.split(",") if o.strip()]
     if origins:
         config["http"] = {"cors": {
