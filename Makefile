@@ -14,7 +14,7 @@ export BENTOML_DO_NOT_TRACK := true
 export VAE_MODEL_REPOSITORY ?= $(REPOSITORY)
 export VAE_MODEL_NAME ?= $(MODEL_NAME)
 
-.PHONY: install model model-digits model-mnist serve test lint clean
+.PHONY: install model model-digits model-mnist serve test lint clean bench-p1
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -47,6 +47,12 @@ model-digits: install
 model-mnist: install
 	@test -d ../shared/data/mnist || { echo "../shared/data/mnist is absent"; exit 1; }
 	$(call build_model,mnist,configs/mnist.toml)
+
+# P1: onnxruntime vs PyTorch eager on the digits and MNIST models (docs/BENCHMARKS.md)
+bench-p1: install
+	@test -f runs/digits/checkpoint.pt || $(MAKE) --no-print-directory model-digits
+	$(BIN)/python -m benchmarks.p1_onnx_vs_torch --checkpoint runs/digits/checkpoint.pt \
+	  --checkpoint runs/mnist/checkpoint.pt
 
 serve: model
 	$(BIN)/bentoml serve service.app:VAEService --host $(HOST) --port $(PORT)

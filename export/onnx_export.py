@@ -195,7 +195,9 @@ def export_checkpoint(checkpoint: str | Path, repository: str | Path, name: str,
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # our own progress at INFO; the quantizer's and exporter's chatter only when it warns
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--repository", default="models")

@@ -1,0 +1,99 @@
+"""P1: onnxruntime vs PyTorch eager on the same weights, encoder + decoder items/s.
+
+    python -m benchmarks.p1_onnx_vs_torch --checkpoint runs/digits/checkpoint.pt \
+        --checkpoint runs/mnist/checkpoint.pt
+
+Each cell (model, batch, threads) times both engines in alternating rounds, so machine noise
+hits both sides alike; the table reports the median of the rounds. One call = encode a batch
+of held-out-shaped inputs, then decode their mu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from export.onnx_export import export_checkpoint
+from training.train import load_checkpoint
+
+
+def _time(fn, min_seconds: float) -> float:
+    """Seconds per call: repeat fn until min_seconds have passed (after one warm-up call)."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < min_seconds:
+        fn()
+        calls += 1
+    return elapsed / calls
+
+
+def bench_model(checkpoint: str, batches: list[int], threads: list[int], rounds: int,
+                seconds: float) -> list[dict]:
+    vae, payload = load_checkpoint(checkpoint)
+    shape = vae.cfg.input_shape
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        vdir = export_checkpoint(checkpoint, tmp, "bench", variants=())
+        for t in threads:
+            torch.set_num_threads(t)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = t, 1
+            enc = ort.InferenceSession(str(vdir / "encoder.onnx"), opts,
+                                       providers=["CPUExecutionProvider"])
+            dec = ort.InferenceSession(str(vdir / "decoder.onnx"), opts,
+                                       providers=["CPUExecutionProvider"])
+            for b in batches:
+                x = np.random.default_rng(0).random((b, *shape), dtype=np.float32)
+                xt = torch.from_numpy(x)
+
+                def run_torch(xt=xt) -> None:
+                    with torch.inference_mode():
+                        mu, _ = vae.encode(xt)
+                        vae.decode(mu)
+
+                def run_ort(x=x, enc=enc, dec=dec) -> None:
+                    mu, _ = enc.run(["mu", "logvar"], {"x": x})
+                    dec.run(["x"], {"z": mu})
+
+                t_torch, t_ort = [], []
+                for _ in range(rounds):
+                    t_torch.append(_time(run_torch, seconds))
+                    t_ort.append(_time(run_ort, seconds))
+                torch_ips = b / statistics.median(t_torch)
+                ort_ips = b / statistics.median(t_ort)
+                rows.append({"model": f"{payload['train_config']['data']} "
+                                      f"{vae.cfg.arch}", "batch": b, "threads": t,
+                             "torch": torch_ips, "ort": ort_ips, "ratio": ort_ips / torch_ips})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.p1_onnx_vs_torch")
+    p.add_argument("--checkpoint", action="append", required=True)
+    p.add_argument("--batches", default="1,32,256")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=1.0, help="per round and engine")
+    args = p.parse_args(argv)
+    ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
+    print("| model | batch | threads | PyTorch eager items/s | onnxruntime items/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    for ck in args.checkpoint:
+        if not Path(ck).exists():
+            print(f"| {ck} absent: skipped | | | | | |")
+            continue
+        for r in bench_model(ck, ints(args.batches), ints(args.threads), args.rounds,
+                             args.seconds):
+            print(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['torch']:,.0f} | "
+                  f"{r['ort']:,.0f} | {r['ratio']:.2f}× |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
