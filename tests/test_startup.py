@@ -108,3 +108,28 @@ def test_operations_settings_json_log_cors_tracing(trained):
         assert entry["path"] == "/sample" and entry["status"] == 200
     finally:
         srv.stop()
+
+
+def test_several_versions_and_selection(trained, tmp_path):
+    import httpx
+
+    from export.onnx_export import export_checkpoint
+
+    repo, _ = _copy(trained, tmp_path)
+    export_checkpoint(trained["checkpoint"], repo, "digits", variants=())  # version 2
+    srv = Server(repo, {"VAE_MODEL_VERSIONS": "all"})
+    try:
+        srv.wait_ready()
+        latest = httpx.post(srv.url + "/model", json={}).json()
+        assert latest["version"] == 2 and latest["versions"] == [1, 2]
+        assert latest["variants"] == ["fp32"]
+        first = httpx.post(srv.url + "/model", json={"version": 1}).json()
+        assert first["version"] == 1 and first["variants"] == ["fp32", "fp16", "int8"]
+        body = {"n": 2, "seed": 3}
+        a = httpx.post(srv.url + "/sample", json={**body, "version": 1}).json()
+        b = httpx.post(srv.url + "/sample", json=body).json()
+        assert a["z"] == b["z"]  # same eps rule; same weights in both versions
+        r = httpx.post(srv.url + "/sample", json={**body, "version": 3})
+        assert r.status_code == 404 and "version" in r.json()["error"]
+    finally:
+        srv.stop()
