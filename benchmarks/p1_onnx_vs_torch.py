@@ -45,6 +45,9 @@ def bench_model(checkpoint: str, batches: list[int], threads: list[int], rounds:
             torch.set_num_threads(t)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = t, 1
+            # Without this, onnxruntime's idle workers spin between calls and, with the rounds
+            # alternating, take the second core from PyTorch's threads (and theirs from ours).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             enc = ort.InferenceSession(str(vdir / "encoder.onnx"), opts,
                                        providers=["CPUExecutionProvider"])
             dec = ort.InferenceSession(str(vdir / "decoder.onnx"), opts,

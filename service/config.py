@@ -39,7 +39,10 @@ class Settings(BaseModel):
     max_concurrency: int = Field(256, ge=0)  # in-flight API requests per worker; 0 = no limit
     batching: bool = True  # merge concurrent requests' rows per graph
     batch_max_rows: int = Field(256, ge=1)
-    batch_max_wait_ms: float = Field(2.0, ge=0)
+    # 0: eager. A batch starts as soon as the graph is idle, and whatever arrives during a run
+    # forms the next one: no added latency for a lone request, merging under load. > 0 also
+    # holds the first request up to this long for company.
+    batch_max_wait_ms: float = Field(0.0, ge=0)
     max_queue_rows: int = Field(16384, ge=1)
 
 
