@@ -15,9 +15,10 @@ COPY training training
 COPY export export
 COPY service service
 COPY modelrepo modelrepo
+COPY configs configs
 RUN python -m venv /venv \
  && /venv/bin/pip install --extra-index-url "${TORCH_INDEX}" -c constraints.txt '.[train]'
-RUN /venv/bin/python -m training --data digits --out runs/digits/checkpoint.pt \
+RUN /venv/bin/python -m training --config configs/digits.toml --out runs/digits/checkpoint.pt \
  && /venv/bin/python -m export --checkpoint runs/digits/checkpoint.pt --repository /models \
       --name digits
 
