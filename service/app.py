@@ -30,9 +30,13 @@ SETTINGS = load_settings()
 ENDPOINTS = {"/encode", "/decode", "/sample", "/interpolate", "/reconstruct", "/score",
              "/model", "/latent_map", "/livez", "/readyz", "/metrics"}
 
-Version = Annotated[int | None, Field(ge=1, description="model version; default the highest")]
-Seed = Annotated[int | None, Field(ge=0, description="seed for eps; omit for fresh draws")]
+Version = Annotated[int | None, Field(ge=1, strict=True,
+                                      description="model version; default the highest")]
+Seed = Annotated[int | None, Field(ge=0, strict=True,
+                                   description="seed for eps; omit for fresh draws")]
 OutputFormat = Literal["json", "npy", "png"]
+# z = T * eps must stay finite and meaningful; eps beyond +-6 is rare, so this is ample.
+MAX_TEMPERATURE = 100.0
 
 
 def _limit(field: str, value: int, limit: int) -> None:
@@ -73,8 +77,8 @@ class VAEService:
         return decode_images(value, field, rt.shape, rt.manifest.input.range, SETTINGS.max_items)
 
     @bentoml.api(route="/encode")
-    async def encode(self, inputs: Any, samples: Annotated[int, Field(ge=0)] = 0, seed: Seed = None,
-               version: Version = None) -> dict[str, Any]:
+    async def encode(self, inputs: Any, samples: Annotated[int, Field(ge=0, strict=True)] = 0,
+                     seed: Seed = None, version: Version = None) -> dict[str, Any]:
         _limit("samples", samples, SETTINGS.max_samples)
         rt = self.models.get(version)
         x = self._images(rt, inputs, "inputs")
@@ -96,8 +100,9 @@ class VAEService:
         return {"outputs": encode_images(await rt.adecode(zs), output_format)}
 
     @bentoml.api(route="/sample")
-    async def sample(self, n: Annotated[int, Field(ge=1)] = 1,
-               temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0,
+    async def sample(self, n: Annotated[int, Field(ge=1, strict=True)] = 1,
+               temperature: Annotated[float, Field(gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False,
+                                                strict=True)] = 1.0,
                seed: Seed = None, output_format: OutputFormat = "json",
                version: Version = None) -> dict[str, Any]:
         _limit("n", n, SETTINGS.max_n)
@@ -108,7 +113,7 @@ class VAEService:
 
     @bentoml.api(route="/interpolate")
     async def interpolate(self, start: Any = None, end: Any = None, start_z: Any = None,
-                    end_z: Any = None, steps: Annotated[int, Field(ge=2)] = 8,
+                    end_z: Any = None, steps: Annotated[int, Field(ge=2, strict=True)] = 8,
                     method: Literal["lerp", "slerp"] = "lerp", output_format: OutputFormat = "json",
                     version: Version = None) -> dict[str, Any]:
         _limit("steps", steps, SETTINGS.max_steps)
@@ -136,9 +141,10 @@ class VAEService:
         return {"z": path.tolist(), "outputs": encode_images(x, output_format)}
 
     @bentoml.api(route="/reconstruct")
-    async def reconstruct(self, inputs: Any, sample: bool = False, seed: Seed = None,
-                    output_format: OutputFormat = "json",
-                    version: Version = None) -> dict[str, Any]:
+    async def reconstruct(self, inputs: Any,
+                          sample: Annotated[bool, Field(strict=True)] = False,
+                          seed: Seed = None, output_format: OutputFormat = "json",
+                          version: Version = None) -> dict[str, Any]:
         rt = self.models.get(version)
         x = self._images(rt, inputs, "inputs")
         mu, logvar = await rt.aencode(x)
@@ -147,8 +153,8 @@ class VAEService:
         return {"outputs": encode_images(await rt.adecode(z), output_format)}
 
     @bentoml.api(route="/score")
-    async def score(self, inputs: Any, k: Annotated[int, Field(ge=1)] = 1, seed: Seed = None,
-              version: Version = None) -> dict[str, Any]:
+    async def score(self, inputs: Any, k: Annotated[int, Field(ge=1, strict=True)] = 1,
+                    seed: Seed = None, version: Version = None) -> dict[str, Any]:
         _limit("k", k, SETTINGS.max_k)
         rt = self.models.get(version)
         x = self._images(rt, inputs, "inputs")

@@ -166,6 +166,14 @@ ERRORS = [
     ("/interpolate", {"start_z": [[0.0] * Z]}, 400, "start_z"),
     ("/interpolate", {"start_z": [[0.0] * Z], "end_z": [[0.0] * Z], "steps": 1}, 400, "steps"),
     ("/sample", {"n": 1, "version": 9}, 404, "version"),
+    ("/sample", {"n": "3"}, 400, "n"),
+    ("/sample", {"n": True}, 400, "n"),
+    ("/sample", {"n": 2, "temperature": 1e308}, 400, "temperature"),
+    ("/encode", {"inputs": [[0.5] * 64], "seed": -1}, 400, "seed"),
+    ("/reconstruct", {"inputs": [[0.5] * 64], "sample": "yes"}, 400, "sample"),
+    ("/score", {"inputs": [[0.5] * 64], "k": 0}, 400, "k"),
+    ("/decode", {"z": {"npy": "not base64!"}}, 400, "z.npy"),
+    ("/encode", {"inputs": {"png": ["aGVsbG8="]}}, 400, "inputs.png[0]"),
 ]
 
 
@@ -311,3 +319,20 @@ def test_python_clients_sync_async_and_cli(server, digits, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_npy_and_png_inputs_equal_json(client, digits):
+    from service.client import to_npy
+    from service.tensors import encode_images
+
+    want = post(client, "/encode", {"inputs": digits.tolist()})["mu"]
+    got = post(client, "/encode", {"inputs": to_npy(digits)})["mu"]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    as_u8 = np.rint(digits * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    np.save(buf, as_u8[:, 0])  # uint8 [N, H, W], scaled by 1/255 on arrival
+    u8 = post(client, "/encode", {"inputs": {"npy": base64.b64encode(buf.getvalue()).decode()}})
+    quantized = post(client, "/encode", {"inputs": (as_u8 / 255.0).tolist()})["mu"]
+    np.testing.assert_allclose(u8["mu"], quantized, atol=1e-6)
+    png = post(client, "/encode", {"inputs": encode_images(digits, "png")})["mu"]
+    np.testing.assert_allclose(png, quantized, atol=1e-6)
