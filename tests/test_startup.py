@@ -133,3 +133,25 @@ def test_several_versions_and_selection(trained, tmp_path):
         assert r.status_code == 404 and "version" in r.json()["error"]
     finally:
         srv.stop()
+
+
+def test_two_workers_metrics_add_up(trained):
+    import re
+
+    import httpx
+
+    srv = Server(trained["repository"], {"VAE_WORKERS": "2"})
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for i in range(24):  # new connections, so both workers take some
+                assert httpx.post(srv.url + "/sample", json={"n": 2, "seed": i}).status_code == 200
+            text = c.get("/metrics").text
+        m = re.search(r'^vae_requests_total\{endpoint="/sample",status="200"\} (\S+)$', text,
+                      re.M)
+        assert m and float(m.group(1)) == 24
+        items = re.search(r'^vae_items_total\{endpoint="/sample"\} (\S+)$', text, re.M)
+        assert items and float(items.group(1)) == 48
+        assert len(re.findall(r"^vae_model_info\{", text, re.M)) == 1  # one series, max-merged
+    finally:
+        srv.stop()
