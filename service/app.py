@@ -39,6 +39,15 @@ OutputFormat = Literal["json", "npy", "png"]
 MAX_TEMPERATURE = 100.0
 
 
+def _load_or_refuse() -> ModelSet:
+    """Load, verify and warm the configured versions; refuse to serve a bad model."""
+    try:
+        return ModelSet.load(SETTINGS)
+    except ModelRepositoryError as exc:
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(f"refusing to start: {exc}") from exc
+
+
 def _limit(field: str, value: int, limit: int) -> None:
     if value > limit:
         raise BadInput(f"{field}: {value} exceeds the limit of {limit}")
@@ -50,19 +59,10 @@ class VAEService:
     def verify_repository() -> None:
         """Runs once in the main process before any worker: a bad model stops `bentoml serve`
         with a non-zero exit instead of workers failing and restarting forever."""
-        try:
-            ModelSet.load(SETTINGS)
-        except ModelRepositoryError as exc:
-            log.error("refusing to start: %s", exc)
-            raise SystemExit(f"refusing to start: {exc}") from exc
+        _load_or_refuse()
 
     def __init__(self) -> None:
-        # Refuse to start on a missing model, an invalid manifest or a sha256 mismatch.
-        try:
-            self.models = ModelSet.load(SETTINGS)
-        except ModelRepositoryError as exc:
-            log.error("refusing to start: %s", exc)
-            raise SystemExit(f"refusing to start: {exc}") from exc
+        self.models = _load_or_refuse()  # each worker verifies and warms its own sessions
         for v, rt in self.models.runtimes.items():
             g = rt.manifest.graphs
             MODEL_INFO.labels(self.models.name, str(v), g["encoder"].sha256, g["decoder"].sha256,

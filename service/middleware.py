@@ -19,7 +19,8 @@ from service.metrics import ERRORS, IN_FLIGHT, LATENCY, REQUESTS
 
 Scope = dict[str, Any]
 REASONS = {400: "bad_input", 404: "not_found", 405: "method", 413: "too_large",
-           415: "media_type", 422: "bad_input", 429: "concurrency", 503: "overload"}
+           415: "media_type", 422: "bad_input", 429: "concurrency", 499: "client_closed",
+           503: "overload"}
 
 
 def error_message(body: bytes, status: int) -> dict[str, Any]:
@@ -75,11 +76,14 @@ class ApiMiddleware:
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
         endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
         t0 = time.perf_counter()
-        status_seen = [500]
+        status_seen = [499]  # nginx's "client closed request": no response was started
         token = REQUEST_STATE.set({"request_id": rid})
         IN_FLIGHT.labels(endpoint).inc()
         try:
             await self._handle(scope, receive, send, headers, rid, status_seen)
+        except Exception:
+            status_seen[0] = 500  # the server answers 500 for what escapes the app
+            raise
         finally:
             REQUEST_STATE.reset(token)
             IN_FLIGHT.labels(endpoint).dec()
