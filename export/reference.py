@@ -15,22 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.model import VAE, kl_divergence
+from training.evaluate import encode_mu, per_item_terms
+from training.model import VAE
 
 MAX_REFERENCE = 2000
 QUANTILES = np.linspace(0.0, 1.0, 101)
 
 
-@torch.no_grad()
 def per_item_neg_elbo(model: VAE, x: torch.Tensor, seed: int = 0) -> np.ndarray:
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, len(x), 500):
-        xb = x[i : i + 500]
-        mu, logvar = model.encode(xb)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
-        out.append(model.recon_nll(model.decode_logits(z), xb) + kl_divergence(mu, logvar))
-    return torch.cat(out).numpy().astype(np.float64)
+    rec, kl = per_item_terms(model, x, seed=seed, batch=500)
+    return (rec + kl).numpy().astype(np.float64)
 
 
 def pca_2d(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,8 +46,7 @@ def write_reference(model: VAE, x_held: np.ndarray, labels: np.ndarray | None,
     x = torch.from_numpy(np.ascontiguousarray(x_held, dtype=np.float32))
     neg_elbo = per_item_neg_elbo(model, x)
     ref_x = x[:MAX_REFERENCE]
-    mu = torch.cat([model.encode(ref_x[i : i + 500])[0] for i in range(0, len(ref_x), 500)])
-    mu = mu.numpy().astype(np.float32)
+    mu = encode_mu(model, ref_x).numpy().astype(np.float32)
     points, mean, comps = pca_2d(mu.astype(np.float64))
     arrays = {"mu": mu, "points": points.astype(np.float32),
               "proj_mean": mean.astype(np.float32), "proj_components": comps.astype(np.float32),

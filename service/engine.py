@@ -106,26 +106,19 @@ class ModelRuntime:
     def latent_dim(self) -> int:
         return self.manifest.latent_dim
 
-    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, logvar = self.encoder.run(["mu", "logvar"], {"x": x})
-        return mu, logvar
+    # The only two places that call onnxruntime: the batchers run these, warm-up too.
+    def run_encoder(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.encoder.run(["mu", "logvar"], {"x": x})
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        (x,) = self.decoder.run(["x"], {"z": np.ascontiguousarray(z, dtype=np.float32)})
-        return x
-
-    def decode_all(self, z: np.ndarray) -> dict[str, np.ndarray]:
-        """Every decoder output (x plus logits or x_logvar), for likelihoods."""
-        outs = self.decoder.run(self.decoder_outputs,
-                                {"z": np.ascontiguousarray(z, dtype=np.float32)})
-        return dict(zip(self.decoder_outputs, outs, strict=True))
+    def run_decoder(self, z: np.ndarray) -> list[np.ndarray]:
+        """Every decoder output: x, plus logits or x_logvar for /score's likelihood."""
+        return self.decoder.run(self.decoder_outputs, {"z": z})
 
     def _batcher(self, graph: str) -> RowBatcher:
         """Created on first use, inside the serving event loop."""
         if graph not in self._batchers:
             st = self.settings
-            run = ((lambda x: self.encoder.run(["mu", "logvar"], {"x": x})) if graph == "encoder"
-                   else (lambda z: self.decoder.run(self.decoder_outputs, {"z": z})))
+            run = self.run_encoder if graph == "encoder" else self.run_decoder
             self._batchers[graph] = RowBatcher(
                 graph, run, st.batch_max_rows if st.batching else 1,
                 st.batch_max_wait_ms if st.batching else 0.0, st.max_queue_rows)
@@ -145,8 +138,8 @@ class ModelRuntime:
     def warmup(self) -> None:
         """One run of each graph at batch 1 and 8, checking the output shapes it promises."""
         for n in (1, 8):
-            mu, logvar = self.encode(np.zeros((n, *self.shape), dtype=np.float32))
-            x = self.decode(mu)
+            mu, logvar = self.run_encoder(np.zeros((n, *self.shape), dtype=np.float32))
+            x = self.run_decoder(mu)[0]
             if mu.shape != (n, self.latent_dim) or logvar.shape != mu.shape or \
                     list(x.shape) != [n, *self.shape]:
                 raise ModelRepositoryError(

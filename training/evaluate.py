@@ -27,17 +27,28 @@ def _gauss_logpdf(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> to
 
 
 @torch.no_grad()
-def elbo_terms(model: VAE, x: torch.Tensor, seed: int = 1234,
-               batch: int = 1000) -> dict[str, float]:
+def encode_mu(model: VAE, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    return torch.cat([model.encode(x[i : i + batch])[0] for i in range(0, len(x), batch)])
+
+
+@torch.no_grad()
+def per_item_terms(model: VAE, x: torch.Tensor, seed: int = 1234,
+                   batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per item: -log p(x|z) for one seeded z ~ q(z|x), and the closed-form KL; nats."""
     gen = torch.Generator().manual_seed(seed)
-    rec_sum = kl_sum = 0.0
+    recs, kls = [], []
     for i in range(0, len(x), batch):
         xb = x[i : i + batch]
         mu, logvar = model.encode(xb)
         z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
-        rec_sum += model.recon_nll(model.decode_logits(z), xb).sum().item()
-        kl_sum += kl_divergence(mu, logvar).sum().item()
-    rec, kl = rec_sum / len(x), kl_sum / len(x)
+        recs.append(model.recon_nll(model.decode_logits(z), xb))
+        kls.append(kl_divergence(mu, logvar))
+    return torch.cat(recs), torch.cat(kls)
+
+
+def elbo_terms(model: VAE, x: torch.Tensor, seed: int = 1234,
+               batch: int = 1000) -> dict[str, float]:
+    rec, kl = (t.mean().item() for t in per_item_terms(model, x, seed, batch))
     return {"neg_elbo": rec + kl, "recon": rec, "kl": kl}
 
 
@@ -97,13 +108,11 @@ def evaluate_all(model: VAE, x_train: torch.Tensor, y_train: np.ndarray | None,
     nll = iwae_nll(model, x_held, k=iwae_k)
     m["heldout_nll_iwae"] = float(nll.mean())
     m["iwae_k"] = iwae_k
-    mu_held = torch.cat([model.encode(x_held[i : i + 1000])[0] for i in range(0, len(x_held),
-                                                                                 1000)])
+    mu_held = encode_mu(model, x_held)
     m["active_units"] = active_units(mu_held.numpy())
     m["latent_dim"] = int(mu_held.shape[1])
     if y_train is not None and y_held is not None:
-        mu_train = torch.cat([model.encode(x_train[i : i + 1000])[0]
-                              for i in range(0, len(x_train), 1000)])
+        mu_train = encode_mu(model, x_train)
         m["knn5_accuracy"] = knn_accuracy(mu_train.numpy(), y_train, mu_held.numpy(), y_held)
     m["interp_smoothness"] = interpolation_smoothness(model, mu_held)
     return m
