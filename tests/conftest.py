@@ -69,6 +69,18 @@ class Server:
             time.sleep(0.3)
         raise TimeoutError(f"server not ready in {timeout} s: {self.output()}")
 
+    def __enter__(self) -> Server:
+        """`with Server(...) as srv:` waits until ready, and always stops the server."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def output(self) -> str:
         self.log.flush()
         return Path(self.log.name).read_text(errors="replace")[-4000:]

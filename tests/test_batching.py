@@ -60,14 +60,10 @@ def test_queue_limit_and_failures():
 
 @pytest.fixture(scope="module")
 def tight_server(trained):
-    srv = Server(trained["repository"], {"VAE_MAX_QUEUE_ROWS": "8", "VAE_BATCH_MAX_WAIT_MS":
-                                         "300", "VAE_BATCH_MAX_ROWS": "64",
-                                         "VAE_MAX_CONCURRENCY": "6"})
-    try:
-        srv.wait_ready()
+    with Server(trained["repository"], {"VAE_MAX_QUEUE_ROWS": "8", "VAE_BATCH_MAX_WAIT_MS":
+                                        "300", "VAE_BATCH_MAX_ROWS": "64",
+                                        "VAE_MAX_CONCURRENCY": "6"}) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _burst(url: str, rows: int, count: int) -> list[httpx.Response]:

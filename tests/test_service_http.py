@@ -19,12 +19,8 @@ Z = 4
 
 @pytest.fixture(scope="module")
 def server(trained):
-    srv = Server(trained["repository"], {"VAE_MAX_BODY_BYTES": str(1 << 20)})
-    try:
-        srv.wait_ready()
+    with Server(trained["repository"], {"VAE_MAX_BODY_BYTES": str(1 << 20)}) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -54,16 +54,12 @@ def test_int8_variant_is_served_when_asked(trained):
     import httpx
     import numpy as np
 
-    srv = Server(trained["repository"], {"VAE_VARIANT": "int8"})
-    try:
-        srv.wait_ready()
+    with Server(trained["repository"], {"VAE_VARIANT": "int8"}) as srv:
         info = httpx.post(srv.url + "/model", json={}).json()
         assert info["variant"] == "int8" and info["variants"] == ["fp32", "fp16", "int8"]
         x = np.full((2, 64), 0.5).tolist()
         mu = httpx.post(srv.url + "/encode", json={"inputs": x}).json()["mu"]
         assert np.array(mu).shape == (2, 4)
-    finally:
-        srv.stop()
 
 
 def test_missing_variant_is_refused(trained, tmp_path):
@@ -84,12 +80,10 @@ def test_operations_settings_json_log_cors_tracing(trained):
 
     import httpx
 
-    srv = Server(trained["repository"], {"VAE_ACCESS_LOG": "json",
-                                         "VAE_CORS_ORIGINS": "http://app.example",
-                                         "VAE_TRACING_SAMPLE_RATE": "1.0",
-                                         "VAE_TRACING_EXPORTER": "in_memory"})
-    try:
-        srv.wait_ready()
+    with Server(trained["repository"], {"VAE_ACCESS_LOG": "json",
+                                        "VAE_CORS_ORIGINS": "http://app.example",
+                                        "VAE_TRACING_SAMPLE_RATE": "1.0",
+                                        "VAE_TRACING_EXPORTER": "in_memory"}) as srv:
         r = httpx.post(srv.url + "/sample", json={"n": 1}, headers={"X-Request-ID": "trace-me-1",
                                                                     "Origin": "http://app.example"})
         assert r.status_code == 200
@@ -106,8 +100,6 @@ def test_operations_settings_json_log_cors_tracing(trained):
         assert lines, srv.output()
         entry = _json.loads(lines[0][lines[0].index("{"):])
         assert entry["path"] == "/sample" and entry["status"] == 200
-    finally:
-        srv.stop()
 
 
 def test_several_versions_and_selection(trained, tmp_path):
@@ -117,9 +109,7 @@ def test_several_versions_and_selection(trained, tmp_path):
 
     repo, _ = _copy(trained, tmp_path)
     export_checkpoint(trained["checkpoint"], repo, "digits", variants=())  # version 2
-    srv = Server(repo, {"VAE_MODEL_VERSIONS": "all"})
-    try:
-        srv.wait_ready()
+    with Server(repo, {"VAE_MODEL_VERSIONS": "all"}) as srv:
         latest = httpx.post(srv.url + "/model", json={}).json()
         assert latest["version"] == 2 and latest["versions"] == [1, 2]
         assert latest["variants"] == ["fp32"]
@@ -131,8 +121,6 @@ def test_several_versions_and_selection(trained, tmp_path):
         assert a["z"] == b["z"]  # same eps rule; same weights in both versions
         r = httpx.post(srv.url + "/sample", json={**body, "version": 3})
         assert r.status_code == 404 and "version" in r.json()["error"]
-    finally:
-        srv.stop()
 
 
 def test_two_workers_metrics_add_up(trained):
@@ -140,9 +128,7 @@ def test_two_workers_metrics_add_up(trained):
 
     import httpx
 
-    srv = Server(trained["repository"], {"VAE_WORKERS": "2"})
-    try:
-        srv.wait_ready()
+    with Server(trained["repository"], {"VAE_WORKERS": "2"}) as srv:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             for i in range(24):  # new connections, so both workers take some
                 assert httpx.post(srv.url + "/sample", json={"n": 2, "seed": i}).status_code == 200
@@ -153,5 +139,3 @@ def test_two_workers_metrics_add_up(trained):
         items = re.search(r'^vae_items_total\{endpoint="/sample"\} (\S+)$', text, re.M)
         assert items and float(items.group(1)) == 48
         assert len(re.findall(r"^vae_model_info\{", text, re.M)) == 1  # one series, max-merged
-    finally:
-        srv.stop()
