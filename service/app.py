@@ -17,13 +17,15 @@ from pydantic import Field
 
 from modelrepo import scoring
 from modelrepo.repository import ModelRepositoryError
-from service import latent
+from service import latent, v2_grpc
 from service.config import bentoml_config, load_settings
 from service.engine import ModelRuntime, ModelSet
-from service.errors import ApiError, BadInput
+from service.errors import ApiError, BadInput, LimitExceeded
+from service.live import RepositoryWatcher
 from service.metrics import ITEMS, MODEL_INFO, MODEL_LOAD_SECONDS
 from service.middleware import ApiMiddleware
 from service.tensors import decode_images, decode_latents, encode_images
+from service.v2_rest import make_app
 
 log = logging.getLogger("vae.service")
 SETTINGS = load_settings()
@@ -50,24 +52,50 @@ def _load_or_refuse() -> ModelSet:
 
 def _limit(field: str, value: int, limit: int) -> None:
     if value > limit:
-        raise BadInput(f"{field}: {value} exceeds the limit of {limit}")
+        raise LimitExceeded(f"{field}: {value} exceeds the limit of {limit}")
 
 
+def _model_info(rt: ModelRuntime, value: int) -> None:
+    m, g = rt.manifest, rt.manifest.graphs
+    MODEL_INFO.labels(m.name, str(m.version), g["encoder"].sha256, g["decoder"].sha256,
+                      rt.provider).set(value)
+    if value:
+        MODEL_LOAD_SECONDS.labels(m.name, str(m.version)).set(rt.load_seconds)
+
+
+@bentoml.asgi_app(make_app(bentoml.get_current_service), path="/v2")
 @bentoml.service(**bentoml_config(SETTINGS))
 class VAEService:
     @bentoml.on_deployment
     def verify_repository() -> None:
-        """Runs once in the main process before any worker: a bad model stops `bentoml serve`
-        with a non-zero exit instead of workers failing and restarting forever."""
+        """Runs once in the main process before any worker: a bad model or a taken gRPC port
+        stops `bentoml serve` with a non-zero exit instead of workers restarting forever."""
         _load_or_refuse()
+        v2_grpc.check_settings(SETTINGS)
 
     def __init__(self) -> None:
+        self.settings = SETTINGS
         self.models = _load_or_refuse()  # each worker verifies and warms its own sessions
-        for v, rt in self.models.runtimes.items():
-            g = rt.manifest.graphs
-            MODEL_INFO.labels(self.models.name, str(v), g["encoder"].sha256, g["decoder"].sha256,
-                              rt.provider).set(1)
-            MODEL_LOAD_SECONDS.labels(self.models.name, str(v)).set(rt.load_seconds)
+        self.watcher = RepositoryWatcher(self.models, SETTINGS, on_loaded=lambda rt:
+                                         _model_info(rt, 1), on_retired=lambda rt:
+                                         _model_info(rt, 0))
+        self.grpc_server = None
+        for rt in self.models.runtimes.values():
+            _model_info(rt, 1)
+
+    @bentoml.on_startup
+    async def start_background(self) -> None:
+        """In the worker's event loop: the repository poller and the gRPC server, so both
+        share this worker's batchers with the HTTP endpoints."""
+        self.watcher.start()
+        if SETTINGS.grpc:
+            self.grpc_server = await v2_grpc.start(lambda: self, SETTINGS)
+
+    @bentoml.on_shutdown
+    async def stop_background(self) -> None:
+        await self.watcher.stop()
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=5)
 
     def __is_ready__(self) -> bool:
         # Loading verifies and warms every version in __init__; serving implies both are done.
@@ -88,7 +116,7 @@ class VAEService:
         if samples > 0:
             eps = latent.draw_eps(seed, (len(x), samples, rt.latent_dim))
             out["z"] = latent.sample_posterior(mu, logvar, eps).tolist()
-        ITEMS.labels("/encode").inc(len(x))
+        ITEMS.labels("/encode", "http").inc(len(x))
         return out
 
     @bentoml.api(route="/decode")
@@ -96,7 +124,7 @@ class VAEService:
                version: Version = None) -> dict[str, Any]:
         rt = self.models.get(version)
         zs = decode_latents(z, "z", rt.latent_dim, SETTINGS.max_items)
-        ITEMS.labels("/decode").inc(len(zs))
+        ITEMS.labels("/decode", "http").inc(len(zs))
         return {"outputs": encode_images(await rt.adecode(zs), output_format)}
 
     @bentoml.api(route="/sample")
@@ -108,7 +136,7 @@ class VAEService:
         _limit("n", n, SETTINGS.max_n)
         rt = self.models.get(version)
         z = np.float32(temperature) * latent.draw_eps(seed, (n, rt.latent_dim))
-        ITEMS.labels("/sample").inc(n)
+        ITEMS.labels("/sample", "http").inc(n)
         return {"z": z.tolist(), "outputs": encode_images(await rt.adecode(z), output_format)}
 
     @bentoml.api(route="/interpolate")
@@ -133,11 +161,11 @@ class VAEService:
             raise BadInput("start, end, start_z, end_z: give either start and end (images) "
                            "or start_z and end_z (latents)")
         if steps * len(a) > SETTINGS.max_items:
-            raise BadInput(f"steps: {steps} steps x {len(a)} pairs = {steps * len(a)} decoded "
+            raise LimitExceeded(f"steps: {steps} steps x {len(a)} pairs = {steps * len(a)} decoded "
                            f"items exceed the limit of {SETTINGS.max_items} per request")
         path = latent.interpolate(a, b, steps, method)
         x = (await rt.adecode(path.reshape(-1, rt.latent_dim))).reshape(len(a), steps, *rt.shape)
-        ITEMS.labels("/interpolate").inc(len(a) * steps)
+        ITEMS.labels("/interpolate", "http").inc(len(a) * steps)
         return {"z": path.tolist(), "outputs": encode_images(x, output_format)}
 
     @bentoml.api(route="/reconstruct")
@@ -149,7 +177,7 @@ class VAEService:
         x = self._images(rt, inputs, "inputs")
         mu, logvar = await rt.aencode(x)
         z = latent.sample_posterior(mu, logvar, latent.draw_eps(seed, mu.shape)) if sample else mu
-        ITEMS.labels("/reconstruct").inc(len(x))
+        ITEMS.labels("/reconstruct", "http").inc(len(x))
         return {"outputs": encode_images(await rt.adecode(z), output_format)}
 
     @bentoml.api(route="/score")
@@ -159,7 +187,7 @@ class VAEService:
         rt = self.models.get(version)
         x = self._images(rt, inputs, "inputs")
         if k * len(x) > SETTINGS.max_score_rows:
-            raise BadInput(f"k: {k} samples x {len(x)} items = {k * len(x)} decoded rows "
+            raise LimitExceeded(f"k: {k} samples x {len(x)} items = {k * len(x)} decoded rows "
                            f"exceed the limit of {SETTINGS.max_score_rows} per request")
         mu, logvar = await rt.aencode(x)
         z = scoring.posterior_samples(mu, logvar, latent.draw_eps(seed, (k, len(x),
@@ -168,7 +196,7 @@ class VAEService:
         neg_elbo, nll = scoring.score_decoded(x, mu, logvar, z, rt.manifest.likelihood, out)
         ref = rt.reference
         pct = None if ref is None else scoring.percentile(neg_elbo, ref["neg_elbo_sorted"])
-        ITEMS.labels("/score").inc(len(x))
+        ITEMS.labels("/score", "http").inc(len(x))
         return {"neg_elbo": neg_elbo.tolist(), "nll_iwae": nll.tolist(),
                 "percentile": None if pct is None else pct.tolist()}
 

@@ -62,6 +62,12 @@ class RowBatcher:
         self.wakeup.set()
         return await item.future
 
+    def close(self) -> None:
+        """Stop the loop and its thread once a retired version's requests are answered."""
+        if self.task is not None:
+            self.task.cancel()
+        self.executor.shutdown(wait=False)
+
     async def _loop(self) -> None:
         while True:
             while not self.queue:

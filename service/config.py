@@ -44,6 +44,18 @@ class Settings(BaseModel):
     # holds the first request up to this long for company.
     batch_max_wait_ms: float = Field(0.0, ge=0)
     max_queue_rows: int = Field(16384, ge=1)
+    # New versions in the repository are verified, warmed and served without a restart: each
+    # worker looks every this many seconds (0 = only on POST /v2/repository/models/{m}/load).
+    repository_poll_s: float = Field(10.0, ge=0)
+    # gRPC (KServe V2 GRPCInferenceService). Every worker binds the port with SO_REUSEPORT
+    # (README, "gRPC and workers"); a port in use by anything else stops the start.
+    grpc: bool = True
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = Field(8001, ge=1, le=65535)
+    grpc_max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    grpc_tls_cert: str = ""  # PEM files; both set = TLS on
+    grpc_tls_key: str = ""
+    grpc_tls_client_ca: str = ""  # set = clients must present a certificate signed by it
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
@@ -135,6 +135,10 @@ class ModelRuntime:
     async def adecode(self, z: np.ndarray) -> np.ndarray:
         return (await self.adecode_all(z))["x"]
 
+    def close(self) -> None:
+        for batcher in self._batchers.values():
+            batcher.close()
+
     def warmup(self) -> None:
         """One run of each graph at batch 1 and 8, checking the output shapes it promises."""
         for n in (1, 8):
@@ -149,10 +153,15 @@ class ModelRuntime:
 
 @dataclass
 class ModelSet:
-    """The loaded versions of one model name; requests pick one (default: the highest)."""
+    """The loaded versions of one model name; requests pick one (default: the highest).
+
+    `runtimes` is replaced, never mutated, when versions come and go (service/live.py), so a
+    request that picked a version keeps it whatever happens meanwhile."""
 
     name: str
     runtimes: dict[int, ModelRuntime]
+    failed: dict[int, str] = field(default_factory=dict)  # version -> why it is not served
+    loading: set[int] = field(default_factory=set)
 
     @classmethod
     def load(cls, settings: Settings) -> ModelSet:
@@ -161,23 +170,41 @@ class ModelSet:
             raise ModelRepositoryError(
                 f"no versions of model {settings.model_name!r} in repository "
                 f"{settings.model_repository!r} (expected <repository>/<name>/<int>/manifest.json)")
-        providers = select_providers(settings.provider, ort.get_available_providers())
-        runtimes = {}
-        for v in select_versions(settings.model_versions, available):
-            mv = load_version(settings.model_repository, settings.model_name, v)
-            runtimes[v] = ModelRuntime(mv, providers, settings)
-            log.info("loaded %s/%d on %s in %.2f s", settings.model_name, v,
-                     runtimes[v].provider, runtimes[v].load_seconds)
+        runtimes = {v: cls.load_runtime(settings, v)
+                    for v in select_versions(settings.model_versions, available)}
         return cls(settings.model_name, runtimes)
+
+    @staticmethod
+    def load_runtime(settings: Settings, version: int) -> ModelRuntime:
+        """Verify (sha256 of every file), open and warm one version; raises
+        ModelRepositoryError for anything that must not be served."""
+        providers = select_providers(settings.provider, ort.get_available_providers())
+        mv = load_version(settings.model_repository, settings.model_name, version)
+        rt = ModelRuntime(mv, providers, settings)
+        log.info("loaded %s/%d on %s in %.2f s", settings.model_name, version, rt.provider,
+                 rt.load_seconds)
+        return rt
 
     @property
     def versions(self) -> list[int]:
         return sorted(self.runtimes)
 
     def get(self, version: int | None) -> ModelRuntime:
+        runtimes = self.runtimes  # one snapshot: the dict may be replaced meanwhile
         if version is None:
-            return self.runtimes[self.versions[-1]]
-        if version not in self.runtimes:
-            raise VersionNotFound(f"version: {version} is not loaded for model {self.name!r} "
-                                  f"(loaded: {self.versions})")
-        return self.runtimes[version]
+            return runtimes[max(runtimes)]
+        if version not in runtimes:
+            why = f" ({self.failed[version]})" if version in self.failed else ""
+            raise VersionNotFound(f"version: {version} is not loaded for model {self.name!r}"
+                                  f"{why} (loaded: {sorted(runtimes)})")
+        return runtimes[version]
+
+    def state(self, version: int) -> tuple[str, str]:
+        """KServe repository states: READY, LOADING, UNAVAILABLE (with the reason)."""
+        if version in self.runtimes:
+            return "READY", ""
+        if version in self.loading:
+            return "LOADING", ""
+        if version in self.failed:
+            return "UNAVAILABLE", self.failed[version]
+        return "UNAVAILABLE", "not loaded (VAE_MODEL_VERSIONS selects which versions are served)"

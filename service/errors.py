@@ -42,3 +42,19 @@ class Overloaded(ApiError):
 
     def __init__(self, message: str):
         super().__init__(message, 503)
+
+
+class LimitExceeded(BadInput):
+    """Over an item or size limit: 400 over HTTP, RESOURCE_EXHAUSTED over gRPC."""
+
+
+class ModelNotFound(ApiError):
+    def __init__(self, message: str):
+        super().__init__(message, 404)
+
+
+class NotReady(ApiError):
+    """No version is loaded and ready (yet): UNAVAILABLE over gRPC."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 503)

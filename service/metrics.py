@@ -13,19 +13,23 @@ from prometheus_client import Counter, Gauge, Histogram
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 20.0, 30.0, 60.0)
 
-REQUESTS = Counter("vae_requests", "HTTP requests answered, by endpoint and status code",
-                   ["endpoint", "status"])
-LATENCY = Histogram("vae_request_duration_seconds", "Time from request to response, by endpoint",
-                    ["endpoint"], buckets=LATENCY_BUCKETS)
-IN_FLIGHT = Gauge("vae_requests_in_flight", "Requests being processed now, by endpoint",
-                  ["endpoint"], multiprocess_mode="livesum")
-ITEMS = Counter("vae_items", "Items (rows) processed, by endpoint", ["endpoint"])
+# protocol: "http" (the JSON API and V2 REST on the HTTP port) or "grpc". V2 calls carry their
+# REST route as endpoint on both (e.g. /v2/models/encoder/infer); status is the HTTP status, or
+# the gRPC code name (OK, INVALID_ARGUMENT, ...) for grpc.
+REQUESTS = Counter("vae_requests", "Requests answered, by endpoint, status and protocol",
+                   ["endpoint", "status", "protocol"])
+LATENCY = Histogram("vae_request_duration_seconds", "Time from request to response",
+                    ["endpoint", "protocol"], buckets=LATENCY_BUCKETS)
+IN_FLIGHT = Gauge("vae_requests_in_flight", "Requests being processed now",
+                  ["endpoint", "protocol"], multiprocess_mode="livesum")
+ITEMS = Counter("vae_items", "Items (rows) processed", ["endpoint", "protocol"])
 MODEL_INFO = Gauge("vae_model_info", "Loaded model versions (value 1), with their identity",
                    ["name", "version", "encoder_sha256", "decoder_sha256", "provider"],
                    multiprocess_mode="max")
 MODEL_LOAD_SECONDS = Gauge("vae_model_load_seconds", "Time to load, verify and warm a version",
                            ["name", "version"], multiprocess_mode="max")
-ERRORS = Counter("vae_errors", "Error answers by endpoint and reason", ["endpoint", "reason"])
+ERRORS = Counter("vae_errors", "Error answers by endpoint, reason and protocol",
+                 ["endpoint", "reason", "protocol"])
 BATCH_ROWS = Histogram("vae_batch_rows", "Rows in one onnxruntime run, by graph", ["graph"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096))
 BATCH_REQUESTS = Histogram("vae_batch_requests", "Requests merged into one run, by graph",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from http import HTTPStatus
@@ -16,11 +17,52 @@ from typing import Any
 
 from service.errors import REQUEST_STATE
 from service.metrics import ERRORS, IN_FLIGHT, LATENCY, REQUESTS
+from service.oip import MODELS
 
 Scope = dict[str, Any]
 REASONS = {400: "bad_input", 404: "not_found", 405: "method", 413: "too_large",
            415: "media_type", 422: "bad_input", 429: "concurrency", 499: "client_closed",
            503: "overload"}
+
+
+class Admission:
+    """In-flight API requests of this worker, HTTP and gRPC together (VAE_MAX_CONCURRENCY)."""
+
+    def __init__(self) -> None:
+        self.limit = 0
+        self.active = 0
+
+    def try_enter(self) -> bool:
+        if self.limit and self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+    def refusal(self) -> str:
+        return (f"concurrency: {self.active} requests in flight, the limit is {self.limit} "
+                "(VAE_MAX_CONCURRENCY)")
+
+
+ADMISSION = Admission()
+_V2_MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/[^/]+)?(?:/(ready|infer))?")
+_V2_LOAD = re.compile(r"/v2/repository/models/[^/]+/(load|unload)")
+
+
+def v2_endpoint(path: str) -> str | None:
+    """The metrics label of a V2 route (bounded: model names outside MODELS become
+    "unknown", versions are dropped); None if the path is not a V2 route."""
+    p = path.rstrip("/")
+    if p in ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/repository/index"):
+        return p
+    if m := _V2_MODEL.fullmatch(p):
+        model = m[1] if m[1] in MODELS else "unknown"
+        return f"/v2/models/{model}" + (f"/{m[2]}" if m[2] else "")
+    if m := _V2_LOAD.fullmatch(p):
+        return f"/v2/repository/models/{{model}}/{m[1]}"
+    return None
 
 
 def error_message(body: bytes, status: int) -> dict[str, Any]:
@@ -65,65 +107,66 @@ class ApiMiddleware:
         self.access_log = _json_logger() if json_access_log else None
         self.endpoints = endpoints
         self.max_body_bytes = max_body_bytes
-        self.max_concurrency = max_concurrency
-        self.active = 0  # POSTs to the API in this worker now
+        ADMISSION.limit = max_concurrency
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"] == "/v2":  # the V2 server-metadata route, without Starlette's 307
+            scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
         headers = dict(scope.get("headers") or [])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
-        endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
+        v2 = v2_endpoint(scope["path"])
+        endpoint = scope["path"] if scope["path"] in self.endpoints else v2 or "other"
         t0 = time.perf_counter()
         status_seen = [499]  # nginx's "client closed request": no response was started
         token = REQUEST_STATE.set({"request_id": rid})
-        IN_FLIGHT.labels(endpoint).inc()
+        IN_FLIGHT.labels(endpoint, "http").inc()
         try:
-            await self._handle(scope, receive, send, headers, rid, status_seen)
+            await self._handle(scope, receive, send, headers, rid, status_seen, v2 is not None)
         except Exception:
             status_seen[0] = 500  # the server answers 500 for what escapes the app
             raise
         finally:
             REQUEST_STATE.reset(token)
-            IN_FLIGHT.labels(endpoint).dec()
+            IN_FLIGHT.labels(endpoint, "http").dec()
             status = status_seen[0]
             elapsed = time.perf_counter() - t0
-            REQUESTS.labels(endpoint, str(status)).inc()
-            LATENCY.labels(endpoint).observe(elapsed)
+            REQUESTS.labels(endpoint, str(status), "http").inc()
+            LATENCY.labels(endpoint, "http").observe(elapsed)
             if self.access_log is not None:
                 self.access_log.info(json.dumps({
                     "ts": time.time(), "request_id": rid, "method": scope["method"],
                     "path": scope["path"], "status": status, "ms": round(1000 * elapsed, 3)}))
             if status >= 400:
                 ERRORS.labels(endpoint, REASONS.get(status, "internal" if status >= 500
-                                                    else "other")).inc()
+                                                    else "other"), "http").inc()
 
     async def _handle(self, scope: Scope, receive: Any, send: Any, headers: dict, rid: str,
-                      status_seen: list[int]) -> None:
+                      status_seen: list[int], v2: bool) -> None:
         async def respond_error(status: int, message: str) -> None:
             await self._send_json(send, status, {"error": message, "request_id": rid}, rid)
             status_seen[0] = status
 
-        api_call = scope["method"] == "POST" and scope["path"] in self.endpoints
-        if api_call and self.max_concurrency and self.active >= self.max_concurrency:
-            await respond_error(429, f"concurrency: {self.active} requests in flight, the "
-                                     f"limit is {self.max_concurrency} (VAE_MAX_CONCURRENCY)")
+        api_call = scope["method"] == "POST" and (scope["path"] in self.endpoints or v2)
+        if api_call and not ADMISSION.try_enter():
+            await respond_error(429, ADMISSION.refusal())
             return
         if api_call:
-            self.active += 1
             try:
                 await self._call_api(scope, receive, send, headers, rid, status_seen,
-                                     respond_error)
+                                     respond_error, v2)
             finally:
-                self.active -= 1
+                ADMISSION.leave()
             return
         await self._forward(scope, receive, send, rid, status_seen)
 
     async def _call_api(self, scope: Scope, receive: Any, send: Any, headers: dict, rid: str,
-                        status_seen: list[int], respond_error: Any) -> None:
+                        status_seen: list[int], respond_error: Any, v2: bool) -> None:
         ctype = headers.get(b"content-type", b"application/json").decode("latin-1")
-        if ctype.split(";")[0].strip().lower() != "application/json":
+        # V2 bodies may carry binary tensors after the JSON header (any content type)
+        if not v2 and ctype.split(";")[0].strip().lower() != "application/json":
             await respond_error(415, f"Content-Type: {ctype!r} is not accepted; "
                                      "send application/json")
             return

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from service.errors import BadInput
+from service.errors import BadInput, LimitExceeded
 
 OUTPUT_FORMATS = ("json", "npy", "png")
 
@@ -87,7 +87,8 @@ def _check_items(arr: np.ndarray, field: str, max_items: int) -> None:
     if arr.shape[0] < 1:
         raise BadInput(f"{field}: at least 1 item is required")
     if arr.shape[0] > max_items:
-        raise BadInput(f"{field}: {arr.shape[0]} items exceed the limit of {max_items} per request")
+        raise LimitExceeded(f"{field}: {arr.shape[0]} items exceed the limit of {max_items} "
+                            "per request")
 
 
 def decode_images(value: Any, field: str, shape: list[int], value_range: tuple[float, float],

@@ -46,8 +46,11 @@ class Server:
     def __init__(self, repository: Path, extra_env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true",
                "VAE_MODEL_REPOSITORY": str(repository), "VAE_MODEL_NAME": "digits",
+               "VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(self.grpc_port),
                **(extra_env or {})}
         bentoml = Path(sys.executable).parent / "bentoml"
         self.log = open(repository.parent / f"server-{self.port}.log", "wb")  # noqa: SIM115

@@ -124,18 +124,31 @@ def test_several_versions_and_selection(trained, tmp_path):
 
 
 def test_two_workers_metrics_add_up(trained):
+    """Two workers: HTTP and gRPC (each worker binds the gRPC port with SO_REUSEPORT) both
+    answer on fresh connections, and /metrics adds up what both workers counted."""
     import re
 
     import httpx
+    import numpy as np
+    import tritonclient.grpc as tg
 
     with Server(trained["repository"], {"VAE_WORKERS": "2"}) as srv:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             for i in range(24):  # new connections, so both workers take some
                 assert httpx.post(srv.url + "/sample", json={"n": 2, "seed": i}).status_code == 200
+            for _ in range(8):
+                with tg.InferenceServerClient(srv.grpc_url) as g:  # a new channel each time
+                    n = tg.InferInput("n", [1], "INT32")
+                    n.set_data_from_numpy(np.array([2], np.int32))
+                    assert g.infer("sample", [n]).as_numpy("x").shape[0] == 2
             text = c.get("/metrics").text
-        m = re.search(r'^vae_requests_total\{endpoint="/sample",status="200"\} (\S+)$', text,
-                      re.M)
+        grpc_ok = re.search(r'^vae_requests_total\{endpoint="/v2/models/sample/infer",'
+                            r'protocol="grpc",status="OK"\} (\S+)$', text, re.M)
+        assert grpc_ok and float(grpc_ok.group(1)) == 8
+        m = re.search(r'^vae_requests_total\{endpoint="/sample",protocol="http",status="200"\} '
+                      r'(\S+)$', text, re.M)
         assert m and float(m.group(1)) == 24
-        items = re.search(r'^vae_items_total\{endpoint="/sample"\} (\S+)$', text, re.M)
+        items = re.search(r'^vae_items_total\{endpoint="/sample",protocol="http"\} (\S+)$',
+                          text, re.M)
         assert items and float(items.group(1)) == 48
         assert len(re.findall(r"^vae_model_info\{", text, re.M)) == 1  # one series, max-merged

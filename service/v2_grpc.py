@@ -1,0 +1,238 @@
+"""KServe V2 gRPC: `inference.GRPCInferenceService` with the stubs tritonclient ships
+(tritonclient.grpc.service_pb2_grpc), served by grpc.aio inside each worker's event loop, so
+gRPC requests share that worker's batchers, limits and metrics with HTTP.
+
+Every worker binds the port with SO_REUSEPORT and the kernel spreads connections over them,
+as BentoML spreads HTTP connections (README, "gRPC and workers"). on_deployment checks first
+that nothing else holds the port: SO_REUSEPORT would otherwise share it silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pbg
+
+from service import oip
+from service.config import Settings
+from service.errors import ApiError, BadInput, LimitExceeded, ModelNotFound
+from service.metrics import ERRORS, IN_FLIGHT, LATENCY, REQUESTS
+from service.middleware import ADMISSION
+from service.oip import Tensor
+
+log = logging.getLogger("vae.grpc")
+Code = grpc.StatusCode
+# typed contents field per datatype (when a client does not send raw_input_contents)
+CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
+            "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
+            "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
+            "FP32": "fp32_contents", "FP64": "fp64_contents"}
+REASONS = {Code.INVALID_ARGUMENT: "bad_input", Code.NOT_FOUND: "not_found",
+           Code.RESOURCE_EXHAUSTED: "too_large", Code.UNAVAILABLE: "overload",
+           Code.DEADLINE_EXCEEDED: "deadline", Code.CANCELLED: "client_closed"}
+
+
+def status_code(exc: ApiError) -> grpc.StatusCode:
+    """The contract's mapping: bad input, unknown model/version, over a limit, overload."""
+    if isinstance(exc, LimitExceeded) or exc.status == 413:
+        return Code.RESOURCE_EXHAUSTED
+    return {400: Code.INVALID_ARGUMENT, 422: Code.INVALID_ARGUMENT, 404: Code.NOT_FOUND,
+            429: Code.UNAVAILABLE, 503: Code.UNAVAILABLE}.get(exc.status, Code.INTERNAL)
+
+
+def decode_inputs(request: pb.ModelInferRequest) -> list[Tensor]:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise BadInput(f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} "
+                       "inputs; give one per input or use typed contents")
+    tensors = []
+    for i, t in enumerate(request.inputs):
+        shape = list(t.shape)
+        if raw:
+            data: Any = raw[i]
+        elif t.datatype in CONTENTS:
+            data = list(getattr(t.contents, CONTENTS[t.datatype]))
+        else:
+            data = []  # to_array names the unsupported datatype
+        tensors.append(Tensor(t.name, t.datatype, shape,
+                              oip.to_array(t.name, t.datatype, shape, data)))
+    return tensors
+
+
+def parameters(request: Any) -> dict[str, Any]:
+    out = {}
+    for key, p in request.parameters.items():
+        which = p.WhichOneof("parameter_choice")
+        out[key] = getattr(p, which) if which else None
+    return out
+
+
+def _model_label(name: str) -> str:
+    return name if name in oip.MODELS else "unknown"
+
+
+def rpc(label: Callable[[Any], str], admit: bool = False) -> Callable:
+    """Metrics, the shared concurrency limit, the deadline and the error mapping of one RPC."""
+    def deco(fn: Callable) -> Callable:
+        async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            endpoint, t0, code = label(request), time.perf_counter(), Code.OK
+            IN_FLIGHT.labels(endpoint, "grpc").inc()
+            admitted = False
+            try:
+                if admit and not (admitted := ADMISSION.try_enter()):
+                    raise ApiError(ADMISSION.refusal(), 429)
+                left = context.time_remaining()
+                work = fn(self, request, context)
+                return await (work if left is None or left > 1e6 else
+                              asyncio.wait_for(work, max(left, 0.0)))
+            except ApiError as exc:
+                code = status_code(exc)
+                await context.abort(code, exc.message)
+            except TimeoutError:
+                code = Code.DEADLINE_EXCEEDED
+                await context.abort(code, "the client's deadline passed before the answer")
+            except asyncio.CancelledError:
+                code = Code.CANCELLED
+                raise
+            except Exception:
+                if code is Code.OK:  # context.abort raises too: keep the code it sent
+                    code = Code.INTERNAL
+                    log.exception("gRPC %s failed", endpoint)
+                raise
+            finally:
+                if admitted:
+                    ADMISSION.leave()
+                IN_FLIGHT.labels(endpoint, "grpc").dec()
+                REQUESTS.labels(endpoint, code.name, "grpc").inc()
+                LATENCY.labels(endpoint, "grpc").observe(time.perf_counter() - t0)
+                if code is not Code.OK:
+                    ERRORS.labels(endpoint, REASONS.get(code, "internal"), "grpc").inc()
+        return wrapper
+    return deco
+
+
+def _tensor_meta(specs: list[dict]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    return [pb.ModelMetadataResponse.TensorMetadata(name=s["name"], datatype=s["datatype"],
+                                                    shape=s["shape"]) for s in specs]
+
+
+class Servicer(pbg.GRPCInferenceServiceServicer):
+    def __init__(self, current: Callable[[], Any]):
+        self.current = current  # -> the worker's service instance
+
+    @rpc(lambda r: "/v2/health/live")
+    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @rpc(lambda r: "/v2/health/ready")
+    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=bool(self.current().models.runtimes))
+
+    @rpc(lambda r: f"/v2/models/{_model_label(r.name)}/ready")
+    async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
+        ready = oip.model_ready(self.current().models, request.name, request.version)
+        return pb.ModelReadyResponse(ready=ready)
+
+    @rpc(lambda r: "/v2")
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**oip.server_metadata())
+
+    @rpc(lambda r: f"/v2/models/{_model_label(r.name)}")
+    async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
+        md = oip.model_metadata(self.current().models, request.name, request.version)
+        return pb.ModelMetadataResponse(
+            name=md["name"], versions=md["versions"], platform=md["platform"],
+            inputs=_tensor_meta(md["inputs"]), outputs=_tensor_meta(md["outputs"]))
+
+    @rpc(lambda r: f"/v2/models/{_model_label(r.model_name)}/infer", admit=True)
+    async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
+        svc = self.current()
+        model = request.model_name
+        rt = oip.resolve(svc.models, model, request.model_version)
+        outs = await oip.infer(rt, model, decode_inputs(request), parameters(request),
+                               svc.settings, "grpc")
+        resp = pb.ModelInferResponse(model_name=model, model_version=str(rt.manifest.version),
+                                     id=request.id)
+        for name in [o.name for o in request.outputs] or list(outs):
+            if name not in outs:
+                raise BadInput(f"outputs: {name!r} is not an output of {model!r} "
+                               f"(outputs: {', '.join(outs)})")
+            arr = outs[name]
+            resp.outputs.add(name=name, datatype=oip.DATATYPE_OF[arr.dtype],
+                             shape=list(arr.shape))
+            resp.raw_output_contents.append(arr.astype(arr.dtype.newbyteorder("<")).tobytes())
+        return resp
+
+    @rpc(lambda r: "/v2/repository/index")
+    async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
+        svc = self.current()
+        rows = oip.repository_index(svc.models, await svc.watcher.available())
+        Index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(models=[
+            Index(**r) for r in rows if r["state"] == "READY" or not request.ready])
+
+    @rpc(lambda r: "/v2/repository/models/{model}/load")
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        svc = self.current()
+        if request.model_name not in (*oip.MODELS, svc.models.name):
+            raise ModelNotFound(f"model: {request.model_name!r} is unknown")
+        await svc.watcher.refresh()
+        newest = max(await svc.watcher.available(), default=0)
+        if newest in svc.models.failed and newest > max(svc.models.runtimes, default=0):
+            raise BadInput(f"version {newest}: {svc.models.failed[newest]}")
+        return pb.RepositoryModelLoadResponse()
+
+
+def _credentials(st: Settings) -> grpc.ServerCredentials | None:
+    if not (st.grpc_tls_cert or st.grpc_tls_key):
+        return None
+    ca = Path(st.grpc_tls_client_ca).read_bytes() if st.grpc_tls_client_ca else None
+    pair = (Path(st.grpc_tls_key).read_bytes(), Path(st.grpc_tls_cert).read_bytes())
+    return grpc.ssl_server_credentials([pair], root_certificates=ca,
+                                       require_client_auth=ca is not None)
+
+
+def check_settings(st: Settings) -> None:
+    """In the main process before workers: a taken port or unreadable TLS files stop the
+    start with a clear message (SO_REUSEPORT in the workers would hide the first)."""
+    if not st.grpc:
+        return
+    if bool(st.grpc_tls_cert) != bool(st.grpc_tls_key):
+        raise SystemExit("VAE_GRPC_TLS_CERT and VAE_GRPC_TLS_KEY: give both or neither")
+    for var, path in (("VAE_GRPC_TLS_CERT", st.grpc_tls_cert), ("VAE_GRPC_TLS_KEY",
+                      st.grpc_tls_key), ("VAE_GRPC_TLS_CLIENT_CA", st.grpc_tls_client_ca)):
+        if path and not Path(path).is_file():
+            raise SystemExit(f"{var}: {path} is not a readable file")
+    family = socket.AF_INET6 if ":" in st.grpc_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((st.grpc_host, st.grpc_port))
+        except OSError as exc:
+            raise SystemExit(f"VAE_GRPC_PORT: cannot bind {st.grpc_host}:{st.grpc_port} "
+                             f"for gRPC ({exc.strerror})") from None
+
+
+async def start(current: Callable[[], Any], st: Settings) -> grpc.aio.Server:
+    size = st.grpc_max_message_bytes
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", size),
+                                      ("grpc.max_send_message_length", size),
+                                      ("grpc.so_reuseport", 1)])
+    pbg.add_GRPCInferenceServiceServicer_to_server(Servicer(current), server)
+    address = f"{st.grpc_host}:{st.grpc_port}"
+    creds = _credentials(st)
+    if creds is None:
+        server.add_insecure_port(address)
+    else:
+        server.add_secure_port(address, creds)
+    await server.start()
+    log.info("gRPC (KServe V2) on %s%s", address, " with TLS" if creds else "")
+    return server
+
