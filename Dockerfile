@@ -34,7 +34,7 @@ RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,cp
  && useradd --uid 10001 --no-create-home vae
 COPY --from=build /models /models
 USER 10001
-EXPOSE 3000
+EXPOSE 3000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
   CMD ["/venv/bin/python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:3000/readyz', timeout=2)"]
 CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService", "--host", "0.0.0.0", "--port", "3000"]

@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 3000
+GRPC_PORT ?= 8001
 MODEL_NAME ?= digits
 REPOSITORY ?= models
 EXTRAS ?= serve,cpu,train,dev
@@ -13,6 +14,8 @@ PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints.
 export BENTOML_DO_NOT_TRACK := true
 export VAE_MODEL_REPOSITORY ?= $(REPOSITORY)
 export VAE_MODEL_NAME ?= $(MODEL_NAME)
+export VAE_GRPC_HOST ?= $(HOST)
+export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1
 
