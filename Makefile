@@ -17,7 +17,7 @@ export VAE_MODEL_NAME ?= $(MODEL_NAME)
 export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
-.PHONY: install model model-digits model-mnist serve test lint clean bench-p1
+.PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -59,6 +59,21 @@ bench-p1: install
 
 serve: model
 	$(BIN)/bentoml serve service.app:VAEService --host $(HOST) --port $(PORT)
+
+# Bounded headless locust run against a server it starts (or LOAD_HOST); fails on any failed
+# request or a p95 above P95_MS. Reports: $(LOAD_RESULTS)/locust_*.csv and report.html.
+USERS ?= 16
+SPAWN_RATE ?= 8
+RUN_TIME ?= 30s
+P95_MS ?= 1000
+LOAD_USERS ?= MixUser
+LOAD_ENCODING ?= json
+LOAD_HOST ?=
+LOAD_RESULTS ?= results/loadtest
+loadtest: model
+	$(BIN)/python -m loadtests.run --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+	  --run-time $(RUN_TIME) --p95-ms $(P95_MS) --encoding $(LOAD_ENCODING) \
+	  --host "$(LOAD_HOST)" --results $(LOAD_RESULTS) $(LOAD_USERS)
 
 test: install
 	$(BIN)/ruff check .

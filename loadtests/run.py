@@ -1,0 +1,98 @@
+"""`make loadtest`: a bounded headless locust run, CSV and HTML reports in a results folder.
+
+    python -m loadtests.run --users 16 --spawn-rate 8 --run-time 30s --p95-ms 1000 MixUser
+    python -m loadtests.run --host http://10.0.0.5:3000 ...   # an already running server
+
+Without --host it starts `bentoml serve` of the repository's model on free loopback ports,
+waits for /readyz, runs locust, and stops the server. Exits with locust's code: non-zero when
+a request failed or the p95 bound was exceeded (see locustfile.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "VAE_GRPC_HOST": "127.0.0.1",
+           "VAE_GRPC_PORT": str(_free_port()), **env}
+    out = open(log, "wb")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen([str(BIN / "bentoml"), "serve", "service.app:VAEService", "--host",
+                             "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    stop_server(proc)
+    raise SystemExit(f"server not ready in 120 s; see {log}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--host", default="", help="a running server; empty: start one here")
+    p.add_argument("--users", type=int, default=16)
+    p.add_argument("--spawn-rate", type=float, default=8)
+    p.add_argument("--run-time", default="30s")
+    p.add_argument("--p95-ms", type=float, default=1000.0)
+    p.add_argument("--encoding", default="json", choices=["json", "npy"])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--results", default="results/loadtest")
+    p.add_argument("classes", nargs="*", default=["MixUser"], help="locust user classes")
+    a = p.parse_args(argv)
+    results = Path(a.results)
+    results.mkdir(parents=True, exist_ok=True)
+    proc, host = (None, a.host) if a.host else start_server({}, results / "server.log")
+    try:
+        cmd = [str(BIN / "locust"), "-f", str(ROOT / "loadtests" / "locustfile.py"),
+               "--headless", "-u", str(a.users), "-r", str(a.spawn_rate), "-t", a.run_time,
+               "--host", host, "--csv", str(results / "locust"), "--html",
+               str(results / "report.html"), "--only-summary", "--stop-timeout", "10",
+               "--encoding", a.encoding, "--batch", str(a.batch), "--p95-ms", str(a.p95_ms),
+               *a.classes]
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+    finally:
+        if proc is not None:
+            stop_server(proc)
+    print(f"loadtest: exit {code}; reports in {results}/ (locust_stats.csv, report.html)")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
