@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 
 import bentoml
 import numpy as np
+import orjson
 from pydantic import Field
+from starlette.responses import Response
 
 from modelrepo import scoring
 from modelrepo.repository import ModelRepositoryError
@@ -48,6 +50,24 @@ def _load_or_refuse() -> ModelSet:
     except ModelRepositoryError as exc:
         log.error("refusing to start: %s", exc)
         raise SystemExit(f"refusing to start: {exc}") from exc
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        # float64 so that numbers print exactly as float(x) would (what .tolist() gave)
+        return value.astype(np.float64) if value.dtype == np.float32 else \
+            np.ascontiguousarray(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def respond(out: dict[str, Any]) -> Response:
+    """The endpoints' JSON answer. orjson writes numpy arrays without a .tolist() round trip,
+    and BentoML passes a Response through as it is, skipping its per-response schema and
+    serialization work (benchmark P2 in docs/BENCHMARKS.md measured both)."""
+    out = {k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32
+           else v for k, v in out.items()}
+    return Response(orjson.dumps(out, default=_as_json, option=orjson.OPT_SERIALIZE_NUMPY),
+                    media_type="application/json")
 
 
 def _limit(field: str, value: int, limit: int) -> None:
@@ -111,13 +131,12 @@ class VAEService:
         rt = self.models.get(version)
         x = self._images(rt, inputs, "inputs")
         mu, logvar = await rt.aencode(x)
-        out = {"mu": mu.tolist(), "sigma": latent.sigma_of(logvar).tolist(),
-               "logvar": logvar.tolist()}
+        out = {"mu": mu, "sigma": latent.sigma_of(logvar), "logvar": logvar}
         if samples > 0:
             eps = latent.draw_eps(seed, (len(x), samples, rt.latent_dim))
-            out["z"] = latent.sample_posterior(mu, logvar, eps).tolist()
+            out["z"] = latent.sample_posterior(mu, logvar, eps)
         ITEMS.labels("/encode", "http").inc(len(x))
-        return out
+        return respond(out)
 
     @bentoml.api(route="/decode")
     async def decode(self, z: Any, output_format: OutputFormat = "json",
@@ -125,7 +144,7 @@ class VAEService:
         rt = self.models.get(version)
         zs = decode_latents(z, "z", rt.latent_dim, SETTINGS.max_items)
         ITEMS.labels("/decode", "http").inc(len(zs))
-        return {"outputs": encode_images(await rt.adecode(zs), output_format)}
+        return respond({"outputs": encode_images(await rt.adecode(zs), output_format)})
 
     @bentoml.api(route="/sample")
     async def sample(self, n: Annotated[int, Field(ge=1, strict=True)] = 1,
@@ -137,7 +156,7 @@ class VAEService:
         rt = self.models.get(version)
         z = np.float32(temperature) * latent.draw_eps(seed, (n, rt.latent_dim))
         ITEMS.labels("/sample", "http").inc(n)
-        return {"z": z.tolist(), "outputs": encode_images(await rt.adecode(z), output_format)}
+        return respond({"z": z, "outputs": encode_images(await rt.adecode(z), output_format)})
 
     @bentoml.api(route="/interpolate")
     async def interpolate(self, start: Any = None, end: Any = None, start_z: Any = None,
@@ -166,7 +185,7 @@ class VAEService:
         path = latent.interpolate(a, b, steps, method)
         x = (await rt.adecode(path.reshape(-1, rt.latent_dim))).reshape(len(a), steps, *rt.shape)
         ITEMS.labels("/interpolate", "http").inc(len(a) * steps)
-        return {"z": path.tolist(), "outputs": encode_images(x, output_format)}
+        return respond({"z": path, "outputs": encode_images(x, output_format)})
 
     @bentoml.api(route="/reconstruct")
     async def reconstruct(self, inputs: Any,
@@ -178,7 +197,7 @@ class VAEService:
         mu, logvar = await rt.aencode(x)
         z = latent.sample_posterior(mu, logvar, latent.draw_eps(seed, mu.shape)) if sample else mu
         ITEMS.labels("/reconstruct", "http").inc(len(x))
-        return {"outputs": encode_images(await rt.adecode(z), output_format)}
+        return respond({"outputs": encode_images(await rt.adecode(z), output_format)})
 
     @bentoml.api(route="/score")
     async def score(self, inputs: Any, k: Annotated[int, Field(ge=1, strict=True)] = 1,
@@ -197,8 +216,7 @@ class VAEService:
         ref = rt.reference
         pct = None if ref is None else scoring.percentile(neg_elbo, ref["neg_elbo_sorted"])
         ITEMS.labels("/score", "http").inc(len(x))
-        return {"neg_elbo": neg_elbo.tolist(), "nll_iwae": nll.tolist(),
-                "percentile": None if pct is None else pct.tolist()}
+        return respond({"neg_elbo": neg_elbo, "nll_iwae": nll, "percentile": pct})
 
     @bentoml.api(route="/latent_map")
     def latent_map(self, version: Version = None) -> dict[str, Any]:

@@ -124,9 +124,10 @@ def decode_latents(value: Any, field: str, latent_dim: int, max_items: int) -> n
 
 
 def encode_images(arr: np.ndarray, fmt: str) -> Any:
-    """[..., C, H, W] float32 -> the response field in the request's output_format."""
+    """[..., C, H, W] float32 -> the response field in the request's output_format (json: the
+    array itself, written as nested lists by the response encoder, service/app.py)."""
     if fmt == "json":
-        return arr.tolist()
+        return arr
     if fmt == "npy":
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
