@@ -17,7 +17,7 @@ export VAE_MODEL_NAME ?= $(MODEL_NAME)
 export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
-.PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest
+.PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -59,6 +59,18 @@ bench-p1: install
 
 serve: model
 	$(BIN)/bentoml serve service.app:VAEService --host $(HOST) --port $(PORT)
+
+# Serving benchmarks P2-P5 (docs/BENCHMARKS.md): needs both models (make model-mnist is the long
+# step) and Debian's wrk (installed here with apt when missing). BENCH_SECONDS per run, 3 runs.
+BENCH_SECONDS ?= 10
+bench: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PIP_INSTALL) -e '.[$(EXTRAS),bench]'
+	@ls $(REPOSITORY)/digits/*/manifest.json >/dev/null 2>&1 || $(MAKE) --no-print-directory model-digits
+	@ls $(REPOSITORY)/mnist/*/manifest.json >/dev/null 2>&1 || \
+	  $(MAKE) --no-print-directory model-mnist
+	$(BIN)/python -m benchmarks.serving --repository $(REPOSITORY) --seconds $(BENCH_SECONDS) \
+	  --out results/bench.json
 
 # Bounded headless locust run against a server it starts (or LOAD_HOST); fails on any failed
 # request or a p95 above P95_MS. Reports: $(LOAD_RESULTS)/locust_*.csv and report.html.

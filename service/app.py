@@ -23,6 +23,7 @@ from service import latent, v2_grpc
 from service.config import bentoml_config, load_settings
 from service.engine import ModelRuntime, ModelSet
 from service.errors import ApiError, BadInput, LimitExceeded
+from service.fastpath import FastPath
 from service.live import RepositoryWatcher
 from service.metrics import ITEMS, MODEL_INFO, MODEL_LOAD_SECONDS
 from service.middleware import ApiMiddleware
@@ -249,6 +250,9 @@ class VAEService:
 
 
 VAEService.add_asgi_middleware(ApiMiddleware, endpoints=ENDPOINTS,
+                               # CORS is answered by BentoML's middleware inside the router
+                               fast_path=None if SETTINGS.cors_origins.strip() else
+                               FastPath(VAEService, respond, bentoml.get_current_service),
                                max_body_bytes=SETTINGS.max_body_bytes,
                                max_concurrency=SETTINGS.max_concurrency,
                                json_access_log=SETTINGS.access_log == "json")

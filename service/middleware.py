@@ -102,8 +102,10 @@ def _json_logger() -> logging.Logger:
 
 class ApiMiddleware:
     def __init__(self, app: Any, endpoints: set[str], max_body_bytes: int,
-                 max_concurrency: int = 0, json_access_log: bool = False):
+                 max_concurrency: int = 0, json_access_log: bool = False,
+                 fast_path: Any = None):
         self.app = app
+        self.fast_path = fast_path  # service/fastpath.py: the JSON API without BentoML's router
         self.access_log = _json_logger() if json_access_log else None
         self.endpoints = endpoints
         self.max_body_bytes = max_body_bytes
@@ -179,6 +181,18 @@ class ApiMiddleware:
         body = await self._read_body(receive)
         if body is None:
             await respond_error(413, f"body: exceeds the limit of {self.max_body_bytes} bytes")
+            return
+        if self.fast_path is not None and self.fast_path.handles(scope["path"]):
+            status, data, ctype = await self.fast_path(scope["path"], body)
+            status_seen[0] = status
+            if status >= 400:
+                await self._send_json(send, status, {**json.loads(data), "request_id": rid},
+                                      rid)
+                return
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", ctype.encode()), (b"content-length", str(len(data)).encode()),
+                (b"x-request-id", rid.encode("latin-1"))]})
+            await send({"type": "http.response.body", "body": data})
             return
         receive = self._replay(body, receive)
         await self._forward(scope, receive, send, rid, status_seen)

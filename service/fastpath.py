@@ -1,0 +1,86 @@
+"""The JSON API's request path without BentoML's inner router (benchmark P2's profile).
+
+BentoML's per-request work inside its router (a context object, Starlette's routing and
+exception layers, an `inspect.signature` per call, the serde lookup, pydantic deprecation
+warnings) was a quarter of a small request's time. The API middleware (service/middleware.py)
+therefore calls the endpoint itself: the request body is validated with the very pydantic
+model BentoML built for that endpoint (`APIMethod.input_spec`), so fields, defaults, limits
+and error messages stay the same, and the method runs as BentoML would run it (async in the
+loop, sync in a thread). Everything outside the router still applies: BentoML's traffic
+metrics, tracing, access log and timeout, and this project's middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from service.errors import REQUEST_STATE, ApiError
+
+log = logging.getLogger("vae.fastpath")
+
+
+class FastPath:
+    def __init__(self, service: Any, respond: Callable[[dict], Response],
+                 instance: Callable[[], Any]):
+        """`service`: the BentoML service; `respond` turns a dict into a JSON Response;
+        `instance()` -> this worker's service instance (None before it exists)."""
+        self.respond = respond
+        self.instance = instance
+        self.routes = {}
+        for name, method in service.apis.items():
+            self.routes[method.route] = (name, method)
+
+    def handles(self, path: str) -> bool:
+        return path in self.routes
+
+    async def __call__(self, path: str, body: bytes) -> tuple[int, bytes, str]:
+        """-> (status, body, content type); errors as the contract's {"error": ...}."""
+        name, method = self.routes[path]
+        svc = self.instance()
+        if svc is None:  # not started yet: the same answer as not ready
+            return _error(503, "the service is starting")
+        try:
+            data = method.input_spec.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            return 400, json.dumps(_validation_body(exc)).encode(), "application/json"
+        kwargs = {k: getattr(data, k) for k in type(data).model_fields}
+        func = method.func
+        try:
+            if inspect.iscoroutinefunction(func):
+                out = await func(svc, **kwargs)
+            else:
+                out = await asyncio.to_thread(func, svc, **kwargs)
+        except ApiError as exc:
+            return _error(exc.status, exc.message)
+        except Exception:  # a bug: logged with its traceback, answered as the contract's 500
+            log.exception("%s failed", path)
+            return _error(500, f"{path}: internal error; the server log has the details")
+        if not isinstance(out, Response):
+            out = self.respond(out)
+        return out.status_code, bytes(out.body), out.media_type or "application/json"
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, str]:
+    state = REQUEST_STATE.get()
+    if state is not None:
+        state["error"], state["status"] = message, status
+    return status, json.dumps({"error": message}).encode(), "application/json"
+
+
+def _validation_body(exc: ValidationError) -> dict:
+    """Each invalid field by name and what is wrong with it, as BentoML's 400 would say."""
+    details = exc.errors(include_url=False, include_context=False, include_input=False)
+    parts = []
+    for d in details:
+        loc = ".".join(str(p) for p in d.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {d.get('msg', 'invalid')}")
+    return {"error": "; ".join(parts),
+            "detail": [{k: d[k] for k in ("loc", "msg", "type") if k in d} for d in details]}
