@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from http import HTTPStatus
 from typing import Any
 
@@ -47,6 +47,31 @@ class Admission:
 
 
 ADMISSION = Admission()
+
+
+class _Series:
+    """One endpoint's metric children, looked up once instead of on every request."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.in_flight = IN_FLIGHT.labels(endpoint, "http")
+        self.latency = LATENCY.labels(endpoint, "http")
+        self._requests: dict[int, Any] = {}
+
+    def requests(self, status: int) -> Any:
+        if status not in self._requests:
+            self._requests[status] = REQUESTS.labels(self.endpoint, str(status), "http")
+        return self._requests[status]
+
+
+_SERIES: dict[str, _Series] = {}
+
+
+def _series(endpoint: str) -> _Series:
+    """Endpoint labels are bounded (known routes, V2 templates, "other"), so is this cache."""
+    if endpoint not in _SERIES:
+        _SERIES[endpoint] = _Series(endpoint)
+    return _SERIES[endpoint]
 _V2_MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/[^/]+)?(?:/(ready|infer))?")
 _V2_LOAD = re.compile(r"/v2/repository/models/[^/]+/(load|unload)")
 
@@ -88,7 +113,7 @@ def error_message(body: bytes, status: int) -> dict[str, Any]:
     return {"error": text or HTTPStatus(status).phrase}
 
 
-def _json_logger() -> logging.Logger:
+def json_logger() -> logging.Logger:
     """One JSON object per request on stderr, with the request ID (VAE_ACCESS_LOG=json)."""
     logger = logging.getLogger("vae.access")
     if not logger.handlers:
@@ -106,7 +131,7 @@ class ApiMiddleware:
                  fast_path: Any = None):
         self.app = app
         self.fast_path = fast_path  # service/fastpath.py: the JSON API without BentoML's router
-        self.access_log = _json_logger() if json_access_log else None
+        self.access_log = json_logger() if json_access_log else None
         self.endpoints = endpoints
         self.max_body_bytes = max_body_bytes
         ADMISSION.limit = max_concurrency
@@ -118,13 +143,14 @@ class ApiMiddleware:
         if scope["path"] == "/v2":  # the V2 server-metadata route, without Starlette's 307
             scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
         v2 = v2_endpoint(scope["path"])
         endpoint = scope["path"] if scope["path"] in self.endpoints else v2 or "other"
         t0 = time.perf_counter()
         status_seen = [499]  # nginx's "client closed request": no response was started
         token = REQUEST_STATE.set({"request_id": rid})
-        IN_FLIGHT.labels(endpoint, "http").inc()
+        series = _series(endpoint)
+        series.in_flight.inc()
         try:
             await self._handle(scope, receive, send, headers, rid, status_seen, v2 is not None)
         except Exception:
@@ -132,11 +158,11 @@ class ApiMiddleware:
             raise
         finally:
             REQUEST_STATE.reset(token)
-            IN_FLIGHT.labels(endpoint, "http").dec()
+            series.in_flight.dec()
             status = status_seen[0]
             elapsed = time.perf_counter() - t0
-            REQUESTS.labels(endpoint, str(status), "http").inc()
-            LATENCY.labels(endpoint, "http").observe(elapsed)
+            series.requests(status).inc()
+            series.latency.observe(elapsed)
             if self.access_log is not None:
                 self.access_log.info(json.dumps({
                     "ts": time.time(), "request_id": rid, "method": scope["method"],

@@ -10,6 +10,7 @@ that nothing else holds the port: SO_REUSEPORT would otherwise share it silently
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -25,7 +26,7 @@ from service import oip
 from service.config import Settings
 from service.errors import ApiError, BadInput, LimitExceeded, ModelNotFound
 from service.metrics import ERRORS, IN_FLIGHT, LATENCY, REQUESTS
-from service.middleware import ADMISSION
+from service.middleware import ADMISSION, json_logger
 from service.oip import Tensor
 
 log = logging.getLogger("vae.grpc")
@@ -115,6 +116,11 @@ def rpc(label: Callable[[Any], str], admit: bool = False) -> Callable:
                 LATENCY.labels(endpoint, "grpc").observe(time.perf_counter() - t0)
                 if code is not Code.OK:
                     ERRORS.labels(endpoint, REASONS.get(code, "internal"), "grpc").inc()
+                if self.access_log:
+                    json_logger().info(json.dumps({
+                        "ts": time.time(), "protocol": "grpc", "method": type(request).__name__,
+                        "path": endpoint, "status": code.name, "peer": context.peer(),
+                        "ms": round(1000 * (time.perf_counter() - t0), 3)}))
         return wrapper
     return deco
 
@@ -125,8 +131,9 @@ def _tensor_meta(specs: list[dict]) -> list[pb.ModelMetadataResponse.TensorMetad
 
 
 class Servicer(pbg.GRPCInferenceServiceServicer):
-    def __init__(self, current: Callable[[], Any]):
+    def __init__(self, current: Callable[[], Any], access_log: bool = False):
         self.current = current  # -> the worker's service instance
+        self.access_log = access_log  # one JSON line per RPC, as the HTTP side writes
 
     @rpc(lambda r: "/v2/health/live")
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
@@ -225,7 +232,8 @@ async def start(current: Callable[[], Any], st: Settings) -> grpc.aio.Server:
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", size),
                                       ("grpc.max_send_message_length", size),
                                       ("grpc.so_reuseport", 1)])
-    pbg.add_GRPCInferenceServiceServicer_to_server(Servicer(current), server)
+    pbg.add_GRPCInferenceServiceServicer_to_server(
+        Servicer(current, access_log=st.access_log == "json"), server)
     address = f"{st.grpc_host}:{st.grpc_port}"
     creds = _credentials(st)
     if creds is None:

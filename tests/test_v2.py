@@ -246,7 +246,7 @@ def test_oversized_requests(clients, dims):
     assert h.is_server_ready() and g.is_server_ready()
 
 
-def test_grpc_deadline_and_http_compression(clients, dims):
+def test_grpc_deadline_and_http_compression(server, clients, dims):
     shape, z = dims
     g, h = clients["grpc"][0], clients["http"][0]
     zs = np.zeros((1, z), np.float32)
@@ -256,3 +256,6 @@ def test_grpc_deadline_and_http_compression(clients, dims):
     r = h.infer("decoder", [tensor(th, "z", zs, "FP32")], request_compression_algorithm="gzip")
     assert r.as_numpy("x").shape == (1, *shape)
     assert g.is_server_ready()
+    # the JSON access log (the default) has a line per RPC too, with its status code
+    log = server.output()
+    assert '"protocol": "grpc"' in log and '"status": "DEADLINE_EXCEEDED"' in log
