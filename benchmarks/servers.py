@@ -31,6 +31,7 @@ class Proc:
     url: str
     ready_path: str
     any_answer: bool = False  # the peer has no readiness route: any HTTP answer means up
+    grpc: str = ""  # host:port of its gRPC server, if any
     ready_s: float = 0.0
 
     def __enter__(self) -> Proc:
@@ -71,12 +72,12 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def start_bentoml(repo: Path, model: str, env: dict[str, str], work: Path) -> Proc:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {"VAE_MODEL_REPOSITORY": str(repo), "VAE_MODEL_NAME": model,
-           "VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(free_port()), **env}
+           "VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(grpc_port), **env}
     popen = _spawn([str(BIN / "bentoml"), "serve", "service.app:VAEService", "--host",
                     "127.0.0.1", "--port", str(port)], env, work / "bentoml.log")
-    return Proc(popen, f"http://127.0.0.1:{port}", "/readyz")
+    return Proc(popen, f"http://127.0.0.1:{port}", "/readyz", grpc=f"127.0.0.1:{grpc_port}")
 
 
 def start_peer(encoder: Path, work: Path) -> Proc:

@@ -28,15 +28,19 @@ from benchmarks.servers import Proc, rss_mb, start_bentoml, start_peer
 from modelrepo.repository import list_versions
 
 LUA = """wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+{headers}
 local f = io.open("{body}", "rb"); wrk.body = f:read("*a"); f:close()
 """
+JSON = {"Content-Type": "application/json"}
 
 
-def wrk(url: str, body: bytes, conns: int, seconds: int, work: Path) -> dict:
-    (work / "body.json").write_bytes(body)
+def wrk(url: str, body: bytes, conns: int, seconds: int, work: Path,
+        headers: dict[str, str] = JSON) -> dict:
+    """One wrk run on CPU 1 POSTing `body` (any bytes) with `headers`."""
+    (work / "body.bin").write_bytes(body)
     script = work / "post.lua"
-    script.write_text(LUA.format(body=work / "body.json"))
+    lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    script.write_text(LUA.format(headers=lines, body=work / "body.bin"))
     out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
                           "--latency", "-s", str(script), url], capture_output=True, text=True,
                          check=True).stdout
@@ -51,9 +55,10 @@ def wrk(url: str, body: bytes, conns: int, seconds: int, work: Path) -> dict:
             "socket_errors": errors.group(0) if errors else ""}
 
 
-def cell(url: str, body: bytes, conns: int, seconds: int, work: Path) -> dict:
-    wrk(url, body, conns, 3, work)  # warm-up
-    runs = [wrk(url, body, conns, seconds, work) for _ in range(3)]
+def cell(url: str, body: bytes, conns: int, seconds: int, work: Path,
+         headers: dict[str, str] = JSON) -> dict:
+    wrk(url, body, conns, 3, work, headers)  # warm-up
+    runs = [wrk(url, body, conns, seconds, work, headers) for _ in range(3)]
     return {"rps": statistics.median(r["rps"] for r in runs),
             "p50": statistics.median(r["p50"] for r in runs),
             "p99": statistics.median(r["p99"] for r in runs),

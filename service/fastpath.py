@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from service.errors import REQUEST_STATE, ApiError
 
 log = logging.getLogger("vae.fastpath")
+V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 
 
 class FastPath:
@@ -39,18 +41,22 @@ class FastPath:
             self.routes[method.route] = (name, method)
 
     def handles(self, path: str) -> bool:
-        return path in self.routes
+        return path in self.routes or V2_INFER.fullmatch(path) is not None
 
-    async def __call__(self, path: str, body: bytes) -> tuple[int, bytes, str]:
-        """-> (status, body, content type); errors as the contract's {"error": ...}."""
-        name, method = self.routes[path]
+    async def __call__(self, path: str, body: bytes,
+                       headers: dict[bytes, bytes]) -> tuple[int, bytes, dict[str, str]]:
+        """-> (status, body, headers); errors as the contract's {"error": ...}."""
         svc = self.instance()
         if svc is None:  # not started yet: the same answer as not ready
             return _error(503, "the service is starting")
+        if m := V2_INFER.fullmatch(path):
+            return await self._v2(svc, m[1], m[2], body, headers)
+        name, method = self.routes[path]
         try:
             data = method.input_spec.model_validate_json(body or b"{}")
         except ValidationError as exc:
-            return 400, json.dumps(_validation_body(exc)).encode(), "application/json"
+            return 400, json.dumps(_validation_body(exc)).encode(), {
+                "content-type": "application/json"}
         kwargs = {k: getattr(data, k) for k in type(data).model_fields}
         func = method.func
         try:
@@ -65,14 +71,38 @@ class FastPath:
             return _error(500, f"{path}: internal error; the server log has the details")
         if not isinstance(out, Response):
             out = self.respond(out)
-        return out.status_code, bytes(out.body), out.media_type or "application/json"
+        return _answer(out)
+
+    async def _v2(self, svc: Any, model: str, version: str | None, body: bytes,
+                  headers: dict[bytes, bytes]) -> tuple[int, bytes, dict[str, str]]:
+        from service.v2_rest import HEADER, run_infer
+
+        def get(name: str) -> str | None:
+            value = headers.get(name.lower().encode())
+            return None if value is None else value.decode("latin-1")
+        try:
+            out = await run_infer(svc, model, version, body, get(HEADER),
+                                  get("content-encoding"))
+        except ApiError as exc:
+            return _error(exc.status, exc.message)
+        except Exception:
+            log.exception("%s failed", model)
+            return _error(500, f"{model}: internal error; the server log has the details")
+        return _answer(out)
 
 
-def _error(status: int, message: str) -> tuple[int, bytes, str]:
+def _answer(out: Response) -> tuple[int, bytes, dict[str, str]]:
+    extra = {k: v for k, v in out.headers.items() if k not in ("content-length",
+                                                                "content-type")}
+    return out.status_code, bytes(out.body), {
+        "content-type": out.media_type or "application/json", **extra}
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
     state = REQUEST_STATE.get()
     if state is not None:
         state["error"], state["status"] = message, status
-    return status, json.dumps({"error": message}).encode(), "application/json"
+    return status, json.dumps({"error": message}).encode(), {"content-type": "application/json"}
 
 
 def _validation_body(exc: ValidationError) -> dict:

@@ -209,14 +209,15 @@ class ApiMiddleware:
             await respond_error(413, f"body: exceeds the limit of {self.max_body_bytes} bytes")
             return
         if self.fast_path is not None and self.fast_path.handles(scope["path"]):
-            status, data, ctype = await self.fast_path(scope["path"], body)
+            status, data, out_headers = await self.fast_path(scope["path"], body, headers)
             status_seen[0] = status
             if status >= 400:
                 await self._send_json(send, status, {**json.loads(data), "request_id": rid},
                                       rid)
                 return
             await send({"type": "http.response.start", "status": status, "headers": [
-                (b"content-type", ctype.encode()), (b"content-length", str(len(data)).encode()),
+                *((k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()),
+                (b"content-length", str(len(data)).encode()),
                 (b"x-request-id", rid.encode("latin-1"))]})
             await send({"type": "http.response.body", "body": data})
             return

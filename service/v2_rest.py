@@ -128,6 +128,17 @@ def encode_response(req: dict, model: str, version: int,
                     headers={HEADER: str(len(text))})
 
 
+async def run_infer(svc: Any, model: str, version: str | None, body: bytes,
+                    header_len: str | None, encoding: str | None) -> Response:
+    """One V2 REST inference; also called by the API middleware's fast path."""
+    rt = oip.resolve(svc.models, model, version)
+    body = _decompress(body, encoding, svc.settings.max_body_bytes)
+    req, tensors = parse_request(body, header_len)
+    outs = await oip.infer(rt, model, tensors, req.get("parameters") or {}, svc.settings,
+                           "http")
+    return encode_response(req, model, rt.manifest.version, outs)
+
+
 def make_app(current: Callable[[], Any]) -> Starlette:
     """`current()` -> the worker's service instance (its .models, .watcher, .settings)."""
 
@@ -160,13 +171,9 @@ def make_app(current: Callable[[], Any]) -> Starlette:
 
     async def infer(request: Request, svc: Any, model: str,
                     version: str | None = None) -> Response:
-        rt = oip.resolve(svc.models, model, version)
-        body = _decompress(await request.body(), request.headers.get("content-encoding"),
-                           svc.settings.max_body_bytes)
-        req, tensors = parse_request(body, request.headers.get(HEADER))
-        params = req.get("parameters") or {}
-        outs = await oip.infer(rt, model, tensors, params, svc.settings, "http")
-        return encode_response(req, model, rt.manifest.version, outs)
+        return await run_infer(svc, model, version, await request.body(),
+                               request.headers.get(HEADER),
+                               request.headers.get("content-encoding"))
 
     async def index(request: Request, svc: Any) -> Response:
         body = await request.body()

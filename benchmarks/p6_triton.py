@@ -1,0 +1,104 @@
+"""`make bench-p6`: this service vs a real Triton Inference Server (nvidia-pytriton, CPU only,
+dynamic batcher on, its Python backend running the same encoder graph with onnxruntime).
+Both pinned to CPU 0; the generators on CPU 1: wrk for V2 HTTP with binary tensors, the
+asyncio client of benchmarks/grpc_load.py for gRPC; single-item encode requests, 64 in flight;
+a warm-up, then 3 runs per cell, medians.
+
+    python -m benchmarks.p6_triton --triton-python .venv-triton/bin/python --repository models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.servers import ROOT, Proc, free_port, start_bentoml
+from benchmarks.serving import cell
+from modelrepo.repository import list_versions
+
+
+def binary_infer(shape: list[int]) -> tuple[bytes, dict[str, str]]:
+    """A V2 infer body with Triton's binary tensor extension, outputs asked for in binary."""
+    x = np.random.default_rng(0).random(shape, dtype=np.float32).tobytes()
+    head = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": shape,
+                                   "parameters": {"binary_data_size": len(x)}}],
+                       "outputs": [{"name": n, "parameters": {"binary_data": True}}
+                                   for n in ("mu", "logvar")]}).encode()
+    return head + x, {"Content-Type": "application/octet-stream",
+                      "Inference-Header-Content-Length": str(len(head))}
+
+
+def grpc_cell(target: str, shape: list[int], seconds: int) -> dict:
+    def once(s: float) -> dict:
+        out = subprocess.run(["taskset", "-c", "1", sys.executable, "-m",
+                              "benchmarks.grpc_load", target, "--shape",
+                              ",".join(map(str, shape)), "--seconds", str(s)],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    once(3)
+    runs = [once(seconds) for _ in range(3)]
+    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")} | {
+        "errors": sum(r["errors"] for r in runs), "runs": [round(r["rps"], 1) for r in runs]}
+
+
+def start_triton(python: str, encoder: Path, work: Path) -> tuple[Proc, str]:
+    http, grpc_port, metrics = free_port(), free_port(), free_port()
+    # the Python backend stub must load this interpreter's libpython, not the system's
+    libdir = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_config_var("
+                             "'LIBDIR'))"], capture_output=True, text=True).stdout.strip()
+    env = {**os.environ, "LD_LIBRARY_PATH": libdir or sysconfig.get_config_var("LIBDIR")}
+    popen = subprocess.Popen(
+        ["taskset", "-c", "0", python, str(ROOT / "benchmarks/peers/triton_encode.py"),
+         str(encoder), str(http), str(grpc_port), str(metrics)], env=env,
+        stdout=open(work / "triton.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True)
+    return Proc(popen, f"http://127.0.0.1:{http}", "/v2/health/ready"), f"127.0.0.1:{grpc_port}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--triton-python", required=True)
+    p.add_argument("--repository", default="models")
+    p.add_argument("--model", default="digits")
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--out", default="results/bench-p6.json")
+    a = p.parse_args(argv)
+    repo = Path(a.repository)
+    vdir = repo / a.model / str(max(list_versions(repo, a.model)))
+    shape = [1, *json.loads((vdir / "manifest.json").read_text())["input"]["shape"]]
+    body, headers = binary_infer(shape)
+    work = Path(tempfile.mkdtemp(prefix="vae-p6-"))
+    rows = []
+    triton, triton_grpc = start_triton(a.triton_python, vdir / "encoder.onnx", work)
+    with triton:
+        rows.append({"row": "Triton, V2 HTTP binary", **cell(
+            triton.url + "/v2/models/encoder/infer", body, 64, a.seconds, work, headers)})
+        rows.append({"row": "Triton, gRPC", **grpc_cell(triton_grpc, shape, a.seconds)})
+    with start_bentoml(repo, a.model, {}, work) as ours:
+        rows.append({"row": "this service, V2 HTTP binary", **cell(
+            ours.url + "/v2/models/encoder/infer", body, 64, a.seconds, work, headers)})
+        rows.append({"row": "this service, gRPC", **grpc_cell(ours.grpc, shape, a.seconds)})
+    for r in rows:
+        print(json.dumps(r))
+    print("\n| row | req/s (median of 3) | p50 ms | p99 ms | runs |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['row']} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['runs']} |")
+    for proto in ("V2 HTTP binary", "gRPC"):
+        ours_r = next(r for r in rows if r["row"] == f"this service, {proto}")
+        theirs = next(r for r in rows if r["row"] == f"Triton, {proto}")
+        print(f"{proto}: this service / Triton = {ours_r['rps'] / theirs['rps']:.2f}x")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
