@@ -17,7 +17,8 @@ export VAE_MODEL_NAME ?= $(MODEL_NAME)
 export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
-.PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench
+.PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
+	bench-p6
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -71,6 +72,18 @@ bench: install
 	  $(MAKE) --no-print-directory model-mnist
 	$(BIN)/python -m benchmarks.serving --repository $(REPOSITORY) --seconds $(BENCH_SECONDS) \
 	  --out results/bench.json
+
+# P6: this service vs a real Triton Inference Server (nvidia-pytriton, CPU only) in its own venv
+TRITON_VENV ?= .venv-triton
+$(TRITON_VENV)/bin/python:
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --disable-pip-version-check -q \
+	  -c benchmarks/peers/triton-constraints.txt nvidia-pytriton onnxruntime
+bench-p6: install $(TRITON_VENV)/bin/python
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@ls $(REPOSITORY)/digits/*/manifest.json >/dev/null 2>&1 || $(MAKE) --no-print-directory model-digits
+	$(BIN)/python -m benchmarks.p6_triton --triton-python $(TRITON_VENV)/bin/python \
+	  --repository $(REPOSITORY) --seconds $(BENCH_SECONDS)
 
 # Bounded headless locust run against a server it starts (or LOAD_HOST); fails on any failed
 # request or a p95 above P95_MS. Reports: $(LOAD_RESULTS)/locust_*.csv and report.html.
