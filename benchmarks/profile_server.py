@@ -1,0 +1,68 @@
+"""Where a served request's time goes: py-spy samples the worker while wrk loads one endpoint
+(the P2 request by default). Writes a flame graph SVG and prints the functions holding the
+largest share of samples (inclusive), for docs/BENCHMARKS.md.
+
+    python -m benchmarks.profile_server --repository models --model digits \
+        --svg docs/images/profiles/p2.svg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from benchmarks.servers import BIN, _children, start_bentoml
+from benchmarks.serving import images, wrk
+
+
+def top(raw: Path, n: int = 25) -> list[tuple[float, str]]:
+    incl: Counter = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        seen = set()
+        for frame in stack.split(";"):
+            name, _, where = frame.partition(" (")
+            key = f"{where.split(':')[0].split('site-packages/')[-1]}:{name}"
+            if key not in seen:
+                incl[key] += int(count)
+                seen.add(key)
+    return [(100 * c / total, k) for k, c in incl.most_common(n)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repository", default="models")
+    p.add_argument("--model", default="digits")
+    p.add_argument("--seconds", type=int, default=8)
+    p.add_argument("--svg", default="results/profile.svg")
+    a = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="vae-prof-"))
+    manifest = json.loads(next((Path(a.repository) / a.model).glob("*/manifest.json"))
+                          .read_text())
+    body = json.dumps({"inputs": images(manifest["input"]["shape"], 1).tolist()}).encode()
+    with start_bentoml(Path(a.repository), a.model, {}, work) as srv:
+        worker = _children(srv.popen.pid)[-1]
+        wrk(srv.url + "/encode", body, 64, 2, work)
+        outputs = {"raw": work / "profile.txt", "flamegraph": Path(a.svg)}
+        Path(a.svg).parent.mkdir(parents=True, exist_ok=True)
+        for fmt, out in outputs.items():
+            spy = subprocess.Popen([str(BIN / "py-spy"), "record", "-p", str(worker), "-d",
+                                    str(a.seconds), "-r", "200", "-f", fmt, "-o", str(out),
+                                    "--nonblocking"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            result = wrk(srv.url + "/encode", body, 64, a.seconds, work)
+            spy.wait()
+    print(f"under load: {result['rps']:,.0f} req/s; flame graph: {a.svg}")
+    print("| share of samples | function |\n|---|---|")
+    for share, key in top(outputs["raw"]):
+        print(f"| {share:.1f} % | `{key}` |")
+
+
+if __name__ == "__main__":
+    main()
