@@ -52,26 +52,27 @@ ADMISSION = Admission()
 class _Series:
     """One endpoint's metric children, looked up once instead of on every request."""
 
-    def __init__(self, endpoint: str):
-        self.endpoint = endpoint
-        self.in_flight = IN_FLIGHT.labels(endpoint, "http")
-        self.latency = LATENCY.labels(endpoint, "http")
-        self._requests: dict[int, Any] = {}
+    def __init__(self, endpoint: str, protocol: str):
+        self.endpoint, self.protocol = endpoint, protocol
+        self.in_flight = IN_FLIGHT.labels(endpoint, protocol)
+        self.latency = LATENCY.labels(endpoint, protocol)
+        self._requests: dict[object, Any] = {}
 
-    def requests(self, status: int) -> Any:
+    def requests(self, status: object) -> Any:
         if status not in self._requests:
-            self._requests[status] = REQUESTS.labels(self.endpoint, str(status), "http")
+            self._requests[status] = REQUESTS.labels(self.endpoint, str(status), self.protocol)
         return self._requests[status]
 
 
-_SERIES: dict[str, _Series] = {}
+_SERIES: dict[tuple[str, str], _Series] = {}
 
 
-def _series(endpoint: str) -> _Series:
+def series(endpoint: str, protocol: str = "http") -> _Series:
     """Endpoint labels are bounded (known routes, V2 templates, "other"), so is this cache."""
-    if endpoint not in _SERIES:
-        _SERIES[endpoint] = _Series(endpoint)
-    return _SERIES[endpoint]
+    key = (endpoint, protocol)
+    if key not in _SERIES:
+        _SERIES[key] = _Series(endpoint, protocol)
+    return _SERIES[key]
 _V2_MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/[^/]+)?(?:/(ready|infer))?")
 _V2_LOAD = re.compile(r"/v2/repository/models/[^/]+/(load|unload)")
 
@@ -149,8 +150,8 @@ class ApiMiddleware:
         t0 = time.perf_counter()
         status_seen = [499]  # nginx's "client closed request": no response was started
         token = REQUEST_STATE.set({"request_id": rid})
-        series = _series(endpoint)
-        series.in_flight.inc()
+        metrics = series(endpoint)
+        metrics.in_flight.inc()
         try:
             await self._handle(scope, receive, send, headers, rid, status_seen, v2 is not None)
         except Exception:
@@ -158,11 +159,11 @@ class ApiMiddleware:
             raise
         finally:
             REQUEST_STATE.reset(token)
-            series.in_flight.dec()
+            metrics.in_flight.dec()
             status = status_seen[0]
             elapsed = time.perf_counter() - t0
-            series.requests(status).inc()
-            series.latency.observe(elapsed)
+            metrics.requests(status).inc()
+            metrics.latency.observe(elapsed)
             if self.access_log is not None:
                 self.access_log.info(json.dumps({
                     "ts": time.time(), "request_id": rid, "method": scope["method"],

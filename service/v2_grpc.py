@@ -25,8 +25,8 @@ from tritonclient.grpc import service_pb2_grpc as pbg
 from service import oip
 from service.config import Settings
 from service.errors import ApiError, BadInput, LimitExceeded, ModelNotFound
-from service.metrics import ERRORS, IN_FLIGHT, LATENCY, REQUESTS
-from service.middleware import ADMISSION, json_logger
+from service.metrics import ERRORS
+from service.middleware import ADMISSION, json_logger, series
 from service.oip import Tensor
 
 log = logging.getLogger("vae.grpc")
@@ -85,7 +85,8 @@ def rpc(label: Callable[[Any], str], admit: bool = False) -> Callable:
     def deco(fn: Callable) -> Callable:
         async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
             endpoint, t0, code = label(request), time.perf_counter(), Code.OK
-            IN_FLIGHT.labels(endpoint, "grpc").inc()
+            metrics = series(endpoint, "grpc")
+            metrics.in_flight.inc()
             admitted = False
             try:
                 if admit and not (admitted := ADMISSION.try_enter()):
@@ -111,9 +112,9 @@ def rpc(label: Callable[[Any], str], admit: bool = False) -> Callable:
             finally:
                 if admitted:
                     ADMISSION.leave()
-                IN_FLIGHT.labels(endpoint, "grpc").dec()
-                REQUESTS.labels(endpoint, code.name, "grpc").inc()
-                LATENCY.labels(endpoint, "grpc").observe(time.perf_counter() - t0)
+                metrics.in_flight.dec()
+                metrics.requests(code.name).inc()
+                metrics.latency.observe(time.perf_counter() - t0)
                 if code is not Code.OK:
                     ERRORS.labels(endpoint, REASONS.get(code, "internal"), "grpc").inc()
                 if self.access_log:
