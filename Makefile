@@ -18,7 +18,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
-	bench-p6
+	bench-p6 system-deps
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -100,7 +100,12 @@ loadtest: model
 	  --run-time $(RUN_TIME) --p95-ms $(P95_MS) --encoding $(LOAD_ENCODING) \
 	  --host "$(LOAD_HOST)" --results $(LOAD_RESULTS) $(LOAD_USERS)
 
-test: install
+# Debian packages the tests use as real tools: prometheus and promtool (the scrape test)
+system-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+
+test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

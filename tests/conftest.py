@@ -43,7 +43,8 @@ def trained(tmp_path_factory) -> dict:
 class Server:
     """`bentoml serve` of the real service on a free loopback port, stopped by its fixture."""
 
-    def __init__(self, repository: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, repository: Path, extra_env: dict[str, str] | None = None,
+                 bentoml: Path | None = None, cwd: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()
@@ -52,12 +53,12 @@ class Server:
                "VAE_MODEL_REPOSITORY": str(repository), "VAE_MODEL_NAME": "digits",
                "VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(self.grpc_port),
                **(extra_env or {})}
-        bentoml = Path(sys.executable).parent / "bentoml"
+        bentoml = bentoml or Path(sys.executable).parent / "bentoml"
         self.log = open(repository.parent / f"server-{self.port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(bentoml), "serve", "service.app:VAEService", "--host", "127.0.0.1",
              "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

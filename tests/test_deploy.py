@@ -1,0 +1,183 @@
+"""Deployment artefacts, each checked by the real tool: hadolint, kubernetes-validate, promtool,
+`bentoml build`, a real Prometheus scraping the running service, and the runtime stage's exact
+install (a fresh venv with only the serve + cpu extras serves a correct /encode, no torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+
+from tests.conftest import ROOT, Server, free_port
+
+BIN = Path(sys.executable).parent
+K8S = ROOT / "deploy" / "k8s"
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def test_dockerfile_passes_hadolint():
+    r = _run([str(BIN / "hadolint"), str(ROOT / "Dockerfile")])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dockerfile_runs_the_makefiles_commands():
+    """The image's install and serve steps are the ones CI exercises."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert "pip install -c constraints.txt '.[serve,cpu]'" in text  # runtime: no torch
+    assert "pip install -c constraints.txt '.[serve,gpu]'" in text  # gpu target
+    assert "BENTOML_DO_NOT_TRACK=true" in text and "USER 10001" in text
+    assert "EXPOSE 3000 8001" in text and "/readyz" in text
+    assert '"serve", "service.app:VAEService", "--host", "0.0.0.0"' in text
+
+
+def test_builtin_kubernetes_kinds_validate():
+    files = [K8S / f for f in ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")]
+    r = _run([str(BIN / "kubernetes-validate"), "--strict", *map(str, files)])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_custom_resources_name_their_required_fields():
+    service = yaml.safe_load((K8S / "service.yaml").read_text())
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    sm = yaml.safe_load((K8S / "servicemonitor.yaml").read_text())
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1" and sm["kind"] == "ServiceMonitor"
+    assert sm["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert all(e["port"] in port_names and e["path"] == "/metrics"
+               for e in sm["spec"]["endpoints"])
+    isvc = yaml.safe_load((K8S / "inferenceservice.yaml").read_text())
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["kind"] == "InferenceService"
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    assert container["name"] == "kserve-container" and container["image"]
+    port = container["ports"][0]["containerPort"]
+    assert str(port) in container["args"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["VAE_MODEL_REPOSITORY"] == "/mnt/models" and env["BENTOML_DO_NOT_TRACK"] == "true"
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_alert_rules_pass_promtool():
+    r = _run(["promtool", "check", "rules", str(ROOT / "deploy" / "alerts.yml")])
+    assert r.returncode == 0, r.stdout + r.stderr
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    assert all("vae_" in t["expr"] for p in dashboard["panels"] for t in p["targets"])
+
+
+def test_bento_requirements_match_the_constraints():
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    pins = {k.lower().replace("_", "-"): v for k, v in pins.items()}
+    for line in (ROOT / "deploy" / "bento-requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            assert pins[name.split("[")[0].lower().replace("_", "-")] == version, line
+
+
+def test_bentoml_build_packs_the_model(trained, tmp_path):
+    ctx = tmp_path / "ctx"
+    for part in ("service", "modelrepo"):
+        shutil.copytree(ROOT / part, ctx / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "bentofile.yaml", ctx)
+    (ctx / "deploy").mkdir()
+    shutil.copy(ROOT / "deploy" / "bento-requirements.txt", ctx / "deploy")
+    shutil.copytree(trained["repository"], ctx / "models")
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true"}
+    r = _run([str(BIN / "bentoml"), "build", str(ctx)], env=env, cwd=ctx, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (bento,) = [p for p in (tmp_path / "home" / "bentos" / "vae").iterdir() if p.name != "latest"]
+    manifest = json.loads((bento / "src/models/digits/1/manifest.json").read_text())
+    for entry in manifest["files"]:
+        assert (bento / "src/models/digits/1" / entry["path"]).is_file(), entry["path"]
+    info = yaml.safe_load((bento / "bento.yaml").read_text())
+    assert info["service"] == "service.app:VAEService"
+    assert {e["name"] for e in info["envs"]} >= {"BENTOML_DO_NOT_TRACK", "VAE_MODEL_REPOSITORY"}
+
+
+def _query(prom: str, expr: str) -> float | None:
+    r = httpx.get(prom + "/api/v1/query", params={"query": expr}, timeout=5).json()
+    result = r["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_prometheus_scrapes_the_running_service(trained, tmp_path):
+    import tritonclient.grpc as tg
+
+    with Server(trained["repository"]) as srv:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "vae", "metrics_path": "/metrics",
+                                "static_configs": [{"targets": [f"127.0.0.1:{srv.port}"]}]}]}))
+        prom = subprocess.Popen(
+            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            for i in range(5):
+                assert httpx.post(srv.url + "/sample", json={"n": 2, "seed": i}).status_code == 200
+            assert httpx.post(srv.url + "/sample", json={"n": 0}).status_code == 400
+            with tg.InferenceServerClient(srv.grpc_url) as g:
+                n = tg.InferInput("n", [1], "INT32")
+                n.set_data_from_numpy(np.array([3], np.int32))
+                g.infer("sample", [n])
+            want = {'vae_requests_total{endpoint="/sample",protocol="http",status="200"}': 5,
+                    'vae_requests_total{endpoint="/sample",protocol="http",status="400"}': 1,
+                    'vae_items_total{endpoint="/sample",protocol="http"}': 10,
+                    'vae_items_total{endpoint="/v2/models/sample/infer",protocol="grpc"}': 3,
+                    'up{job="vae"}': 1}
+            deadline, seen = time.monotonic() + 60, {}
+            while time.monotonic() < deadline:
+                try:
+                    seen = {q: _query(url, q) for q in want}
+                except (httpx.HTTPError, KeyError, ValueError):
+                    seen = {}
+                if seen == want:
+                    break
+                time.sleep(0.5)
+            assert seen == want
+        finally:
+            prom.terminate()
+            prom.wait(timeout=20)
+
+
+def test_runtime_stage_install_serves_without_torch(trained, tmp_path):
+    """What the Dockerfile's runtime stage installs, in a fresh venv: serves a correct /encode."""
+    app = tmp_path / "app"
+    for part in ("service", "modelrepo"):
+        shutil.copytree(ROOT / part, app / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("pyproject.toml", "constraints.txt", "README.md"):
+        shutil.copy(ROOT / f, app)
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], check=True)
+    r = _run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "-c",
+              "constraints.txt", ".[serve,cpu]"], cwd=app, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert _run([str(venv / "bin" / "python"), "-c", "import torch"]).returncode != 0
+    srv = Server(trained["repository"], bentoml=venv / "bin" / "bentoml", cwd=app)
+    with srv:
+        x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+        got = httpx.post(srv.url + "/encode", json={"inputs": x.tolist()}, timeout=30).json()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(trained["version_dir"] / "encoder.onnx"))
+    mu, logvar = session.run(["mu", "logvar"], {"x": x})
+    np.testing.assert_allclose(got["mu"], mu, atol=1e-5)
+    np.testing.assert_allclose(got["logvar"], logvar, atol=1e-5)
+
