@@ -181,6 +181,14 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(v, resumed["last_state_dict"][k]), k
 
 
+def test_eval_every_evaluates_and_saves_on_its_epochs_and_the_last(tmp_path):
+    out = train(_cfg(tmp_path, "v", epochs=5, eval_every=2))
+    evaluated = [h["epoch"] for h in out["state"]["history"] if "heldout_neg_elbo" in h]
+    assert evaluated == [2, 4, 5] and len(out["state"]["history"]) == 5
+    assert out["state"]["best"] == min(h["heldout_neg_elbo"] for h in out["state"]["history"]
+                                       if "heldout_neg_elbo" in h)
+
+
 def test_early_stopping(tmp_path):
     out = train(_cfg(tmp_path, "e", epochs=50, lr=0.0, patience=2))
     assert out["state"]["epoch"] == 3  # epoch 1 is best; two epochs without improvement

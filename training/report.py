@@ -64,7 +64,9 @@ def make_report(checkpoint: str | Path, out: str | Path, seed: int = 0) -> Path:
         ep = [h["epoch"] for h in hist]
         ax.plot(ep, [h[f"train_{key}"] for h in hist], label="train")
         held_key = "heldout_neg_elbo" if key == "loss" else f"heldout_{key}"
-        ax.plot(ep, [h[held_key] for h in hist], label="held-out")
+        evaluated = [h for h in hist if held_key in h]  # every eval_every epochs
+        ax.plot([h["epoch"] for h in evaluated], [h[held_key] for h in evaluated],
+                label="held-out")
         ax.set(title={"loss": "objective / -ELBO", "recon": "reconstruction",
                       "kl": "KL"}[key], xlabel="epoch", ylabel="nats per item")
         ax.legend()
