@@ -18,6 +18,10 @@ from pathlib import Path
 from benchmarks.servers import BIN, _children, start_bentoml
 from benchmarks.serving import images, wrk
 
+# process scaffolding that every sample passes through: not informative
+SCAFFOLD = ("runpy", "click/", "worker/service.py", "uvicorn/server.py", "uvicorn/_compat.py",
+            "asyncio/", "threading.py")
+
 
 def top(raw: Path, n: int = 25) -> list[tuple[float, str]]:
     incl: Counter = Counter()
@@ -32,7 +36,9 @@ def top(raw: Path, n: int = 25) -> list[tuple[float, str]]:
             if key not in seen:
                 incl[key] += int(count)
                 seen.add(key)
-    return [(100 * c / total, k) for k, c in incl.most_common(n)]
+    ranked = [(100 * c / total, k) for k, c in incl.most_common()
+              if not any(part in k for part in SCAFFOLD)]
+    return ranked[:n]
 
 
 def main(argv: list[str] | None = None) -> None:
