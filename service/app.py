@@ -8,6 +8,7 @@ Endpoints are thin: decode and validate the request (service/tensors.py), run th
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Annotated, Any, Literal
 
@@ -109,6 +110,10 @@ class VAEService:
         """In the worker's event loop: the repository poller and the gRPC server, so both
         share this worker's batchers with the HTTP endpoints."""
         self.watcher.start()
+        if SETTINGS.gc_gen0_threshold:  # see config.py: p99 latency, not memory, is at stake
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(SETTINGS.gc_gen0_threshold, 50, 100)
         if SETTINGS.grpc:
             self.grpc_server = await v2_grpc.start(lambda: self, SETTINGS)
 
