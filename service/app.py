@@ -21,6 +21,7 @@ from starlette.responses import Response
 from modelrepo import scoring
 from modelrepo.repository import ModelRepositoryError
 from service import latent, v2_grpc
+from service.auth import BearerAuth
 from service.config import bentoml_config, load_settings
 from service.engine import ModelRuntime, ModelSet
 from service.errors import ApiError, BadInput, LimitExceeded
@@ -94,6 +95,7 @@ class VAEService:
         stops `bentoml serve` with a non-zero exit instead of workers restarting forever."""
         _load_or_refuse()
         v2_grpc.check_settings(SETTINGS)
+        BearerAuth.from_settings(SETTINGS)  # a token file that cannot be read stops the start
 
     def __init__(self) -> None:
         self.settings = SETTINGS
@@ -258,6 +260,7 @@ VAEService.add_asgi_middleware(ApiMiddleware, endpoints=ENDPOINTS,
                                # CORS is answered by BentoML's middleware inside the router
                                fast_path=None if SETTINGS.cors_origins.strip() else
                                FastPath(VAEService, respond, bentoml.get_current_service),
+                               auth=BearerAuth.from_settings(SETTINGS),
                                max_body_bytes=SETTINGS.max_body_bytes,
                                max_concurrency=SETTINGS.max_concurrency,
                                json_access_log=SETTINGS.access_log == "json")

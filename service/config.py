@@ -46,6 +46,10 @@ class Settings(BaseModel):
     # holds the first request up to this long for company.
     batch_max_wait_ms: float = Field(0.0, ge=0)
     max_queue_rows: int = Field(16384, ge=1)
+    # Bearer-token authentication on every door (service/auth.py); empty = off
+    auth_token: str = ""
+    auth_token_file: str = ""  # e.g. a mounted Kubernetes secret
+    auth_public_paths: str = ("/livez,/readyz,/metrics,/v2/health/live,/v2/health/ready")
     # Garbage collection tuned for serving (benchmarks P2/P4/P6): after start-up every object
     # alive (modules, BentoML, the model) is frozen out of the collector's reach, and the
     # youngest generation is collected every this many allocations instead of 700. Python's

@@ -7,6 +7,8 @@ multiprocess mode, and Info/Enum (unsupported there) are expressed as a labelled
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Buckets reach past 10 s: a large batch on a busy CPU is slow, and it must still be visible.
@@ -38,3 +40,29 @@ QUEUE_SECONDS = Histogram("vae_queue_wait_seconds", "Time a request's rows waite
                           ["graph"], buckets=LATENCY_BUCKETS)
 COMPUTE_SECONDS = Histogram("vae_compute_seconds", "onnxruntime time of one run, by graph",
                             ["graph"], buckets=LATENCY_BUCKETS)
+
+
+class _Series:
+    """One endpoint's metric children, looked up once instead of on every request."""
+
+    def __init__(self, endpoint: str, protocol: str):
+        self.endpoint, self.protocol = endpoint, protocol
+        self.in_flight = IN_FLIGHT.labels(endpoint, protocol)
+        self.latency = LATENCY.labels(endpoint, protocol)
+        self._requests: dict[object, Any] = {}
+
+    def requests(self, status: object) -> Any:
+        if status not in self._requests:
+            self._requests[status] = REQUESTS.labels(self.endpoint, str(status), self.protocol)
+        return self._requests[status]
+
+
+_SERIES: dict[tuple[str, str], _Series] = {}
+
+
+def series(endpoint: str, protocol: str = "http") -> _Series:
+    """Endpoint labels are bounded (known routes, V2 templates, "other"), so is this cache."""
+    key = (endpoint, protocol)
+    if key not in _SERIES:
+        _SERIES[key] = _Series(endpoint, protocol)
+    return _SERIES[key]

@@ -15,12 +15,13 @@ import time
 from http import HTTPStatus
 from typing import Any
 
+from service.auth import CHALLENGE
 from service.errors import REQUEST_STATE
-from service.metrics import ERRORS, IN_FLIGHT, LATENCY, REQUESTS
+from service.metrics import ERRORS, series
 from service.oip import MODELS
 
 Scope = dict[str, Any]
-REASONS = {400: "bad_input", 404: "not_found", 405: "method", 413: "too_large",
+REASONS = {400: "bad_input", 401: "unauthorized", 404: "not_found", 405: "method", 413: "too_large",
            415: "media_type", 422: "bad_input", 429: "concurrency", 499: "client_closed",
            503: "overload"}
 
@@ -49,30 +50,6 @@ class Admission:
 ADMISSION = Admission()
 
 
-class _Series:
-    """One endpoint's metric children, looked up once instead of on every request."""
-
-    def __init__(self, endpoint: str, protocol: str):
-        self.endpoint, self.protocol = endpoint, protocol
-        self.in_flight = IN_FLIGHT.labels(endpoint, protocol)
-        self.latency = LATENCY.labels(endpoint, protocol)
-        self._requests: dict[object, Any] = {}
-
-    def requests(self, status: object) -> Any:
-        if status not in self._requests:
-            self._requests[status] = REQUESTS.labels(self.endpoint, str(status), self.protocol)
-        return self._requests[status]
-
-
-_SERIES: dict[tuple[str, str], _Series] = {}
-
-
-def series(endpoint: str, protocol: str = "http") -> _Series:
-    """Endpoint labels are bounded (known routes, V2 templates, "other"), so is this cache."""
-    key = (endpoint, protocol)
-    if key not in _SERIES:
-        _SERIES[key] = _Series(endpoint, protocol)
-    return _SERIES[key]
 _V2_MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/[^/]+)?(?:/(ready|infer))?")
 _V2_LOAD = re.compile(r"/v2/repository/models/[^/]+/(load|unload)")
 
@@ -129,8 +106,9 @@ def json_logger() -> logging.Logger:
 class ApiMiddleware:
     def __init__(self, app: Any, endpoints: set[str], max_body_bytes: int,
                  max_concurrency: int = 0, json_access_log: bool = False,
-                 fast_path: Any = None):
+                 fast_path: Any = None, auth: Any = None):
         self.app = app
+        self.auth = auth  # service/auth.py BearerAuth, or None
         self.fast_path = fast_path  # service/fastpath.py: the JSON API without BentoML's router
         self.access_log = json_logger() if json_access_log else None
         self.endpoints = endpoints
@@ -178,6 +156,14 @@ class ApiMiddleware:
             await self._send_json(send, status, {"error": message, "request_id": rid}, rid)
             status_seen[0] = status
 
+        path = scope["path"].rstrip("/") or "/"
+        if self.auth is not None and scope["method"] != "OPTIONS" and \
+                not self.auth.allows(path, headers.get(b"authorization")):
+            await self._send_json(send, 401, {"error": "Authorization: a valid bearer token is "
+                                              "required (Authorization: Bearer <token>)",
+                                              "request_id": rid}, rid, {"headers": [CHALLENGE]})
+            status_seen[0] = 401
+            return
         api_call = scope["method"] == "POST" and (scope["path"] in self.endpoints or v2)
         if api_call and not ADMISSION.try_enter():
             await respond_error(429, ADMISSION.refusal())

@@ -23,10 +23,11 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pbg
 
 from service import oip
+from service.auth import BearerAuth
 from service.config import Settings
 from service.errors import ApiError, BadInput, LimitExceeded, ModelNotFound
-from service.metrics import ERRORS
-from service.middleware import ADMISSION, json_logger, series
+from service.metrics import ERRORS, series
+from service.middleware import ADMISSION, json_logger
 from service.oip import Tensor
 
 log = logging.getLogger("vae.grpc")
@@ -38,7 +39,8 @@ CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_conte
             "FP32": "fp32_contents", "FP64": "fp64_contents"}
 REASONS = {Code.INVALID_ARGUMENT: "bad_input", Code.NOT_FOUND: "not_found",
            Code.RESOURCE_EXHAUSTED: "too_large", Code.UNAVAILABLE: "overload",
-           Code.DEADLINE_EXCEEDED: "deadline", Code.CANCELLED: "client_closed"}
+           Code.DEADLINE_EXCEEDED: "deadline", Code.CANCELLED: "client_closed",
+           Code.UNAUTHENTICATED: "unauthorized"}
 
 
 def status_code(exc: ApiError) -> grpc.StatusCode:
@@ -46,6 +48,7 @@ def status_code(exc: ApiError) -> grpc.StatusCode:
     if isinstance(exc, LimitExceeded) or exc.status == 413:
         return Code.RESOURCE_EXHAUSTED
     return {400: Code.INVALID_ARGUMENT, 422: Code.INVALID_ARGUMENT, 404: Code.NOT_FOUND,
+            401: Code.UNAUTHENTICATED,
             429: Code.UNAVAILABLE, 503: Code.UNAVAILABLE}.get(exc.status, Code.INTERNAL)
 
 
@@ -89,6 +92,10 @@ def rpc(label: Callable[[Any], str], admit: bool = False) -> Callable:
             metrics.in_flight.inc()
             admitted = False
             try:
+                if self.auth is not None and not self.auth.allows(
+                        endpoint, dict(context.invocation_metadata() or ()).get("authorization")):
+                    raise ApiError("authorization: a valid bearer token is required "
+                                   "(metadata authorization: Bearer <token>)", 401)
                 if admit and not (admitted := ADMISSION.try_enter()):
                     raise ApiError(ADMISSION.refusal(), 429)
                 left = context.time_remaining()
@@ -132,8 +139,10 @@ def _tensor_meta(specs: list[dict]) -> list[pb.ModelMetadataResponse.TensorMetad
 
 
 class Servicer(pbg.GRPCInferenceServiceServicer):
-    def __init__(self, current: Callable[[], Any], access_log: bool = False):
+    def __init__(self, current: Callable[[], Any], access_log: bool = False,
+                 auth: Any = None):
         self.current = current  # -> the worker's service instance
+        self.auth = auth  # service/auth.py BearerAuth, or None
         self.access_log = access_log  # one JSON line per RPC, as the HTTP side writes
 
     @rpc(lambda r: "/v2/health/live")
@@ -234,7 +243,8 @@ async def start(current: Callable[[], Any], st: Settings) -> grpc.aio.Server:
                                       ("grpc.max_send_message_length", size),
                                       ("grpc.so_reuseport", 1)])
     pbg.add_GRPCInferenceServiceServicer_to_server(
-        Servicer(current, access_log=st.access_log == "json"), server)
+        Servicer(current, access_log=st.access_log == "json",
+                 auth=BearerAuth.from_settings(st)), server)
     address = f"{st.grpc_host}:{st.grpc_port}"
     creds = _credentials(st)
     if creds is None:

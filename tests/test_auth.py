@@ -1,0 +1,80 @@
+"""Bearer-token authentication on every door: HTTP API, V2 REST (tritonclient.http) and gRPC
+(tritonclient.grpc metadata); health and metrics stay public by default."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as tg
+import tritonclient.http as th
+from tritonclient.utils import InferenceServerException
+
+from service.auth import BearerAuth
+from service.config import Settings
+from tests.conftest import Server
+
+TOKEN = "s3cret-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    token_file = tmp_path_factory.mktemp("secret") / "token"
+    token_file.write_text(TOKEN + "\n")  # a mounted secret often ends with a newline
+    with Server(trained["repository"], {"VAE_AUTH_TOKEN_FILE": str(token_file)}) as srv:
+        yield srv
+
+
+def _n(mod):
+    n = mod.InferInput("n", [1], "INT32")
+    n.set_data_from_numpy(np.array([1], np.int32))
+    return n
+
+
+def test_http_api_needs_the_token(server):
+    r = httpx.post(server.url + "/sample", json={"n": 1})
+    assert r.status_code == 401 and "bearer token" in r.json()["error"]
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    r = httpx.post(server.url + "/sample", json={"n": 1},
+                   headers={"Authorization": "Bearer wrong-token-0123456789"})
+    assert r.status_code == 401
+    r = httpx.post(server.url + "/sample", json={"n": 1},
+                   headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and len(r.json()["z"]) == 1
+    for path in ("/livez", "/readyz", "/metrics", "/v2/health/ready"):
+        assert httpx.get(server.url + path).status_code == 200, path
+    assert httpx.get(server.url + "/docs.json").status_code == 401  # the API's description too
+    assert 'reason="unauthorized"' in httpx.get(server.url + "/metrics").text
+
+
+def test_v2_rest_and_grpc_need_the_token(server):
+    h = th.InferenceServerClient(server.url.removeprefix("http://"))
+    g = tg.InferenceServerClient(server.grpc_url)
+    with pytest.raises(InferenceServerException) as info:
+        h.infer("sample", [_n(th)])
+    assert info.value.status() == "401"
+    with pytest.raises(InferenceServerException) as info:
+        g.infer("sample", [_n(tg)])
+    assert info.value.status() == "StatusCode.UNAUTHENTICATED"
+    with pytest.raises(InferenceServerException):
+        g.get_model_metadata("sample")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert h.infer("sample", [_n(th)], headers=auth).as_numpy("z").shape[0] == 1
+    assert g.infer("sample", [_n(tg)], headers={"authorization": f"Bearer {TOKEN}"}) \
+        .as_numpy("z").shape[0] == 1
+    assert h.is_server_live() and g.is_server_ready()  # health stays public
+    h.close()
+    g.close()
+
+
+def test_auth_settings(tmp_path):
+    assert BearerAuth.from_settings(Settings()) is None
+    with pytest.raises(SystemExit, match="at least 16"):
+        BearerAuth.from_settings(Settings(auth_token="short"))
+    with pytest.raises(SystemExit, match="one, not both"):
+        BearerAuth.from_settings(Settings(auth_token=TOKEN, auth_token_file="x"))
+    with pytest.raises(SystemExit, match="VAE_AUTH_TOKEN_FILE"):
+        BearerAuth.from_settings(Settings(auth_token_file=str(tmp_path / "missing")))
+    auth = BearerAuth.from_settings(Settings(auth_token=TOKEN, auth_public_paths="/livez"))
+    assert auth.allows("/livez", None) and not auth.allows("/readyz", None)
+    assert auth.allows("/encode", f"Bearer {TOKEN}") and not auth.allows("/encode", TOKEN)
