@@ -18,7 +18,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
-	bench-p6 system-deps
+	bench-p6 system-deps fuzz
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -104,6 +104,11 @@ loadtest: model
 system-deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+
+# Longer fuzzing than make test's 100 examples per operation (tests/test_fuzz.py)
+FUZZ_EXAMPLES ?= 2000
+fuzz: install
+	VAE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 test: install system-deps
 	$(BIN)/ruff check .

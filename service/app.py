@@ -156,8 +156,10 @@ class VAEService:
 
     @bentoml.api(route="/sample")
     async def sample(self, n: Annotated[int, Field(ge=1, strict=True)] = 1,
-               temperature: Annotated[float, Field(gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False,
-                                                strict=True)] = 1.0,
+               temperature: Annotated[float, Field(
+                   gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False, strict=True,
+                   # BentoML publishes OpenAPI 3.0, where an exclusive bound is a flag
+                   json_schema_extra={"minimum": 0, "exclusiveMinimum": True})] = 1.0,
                seed: Seed = None, output_format: OutputFormat = "json",
                version: Version = None) -> dict[str, Any]:
         _limit("n", n, SETTINGS.max_n)
