@@ -38,7 +38,12 @@ class FastPath:
         self.instance = instance
         self.routes = {}
         for name, method in service.apis.items():
-            self.routes[method.route] = (name, method)
+            # the same model with unknown fields refused ("Extra inputs are not permitted",
+            # naming the field): a typo such as "sampels" must not pass silently
+            strict = type(f"{method.input_spec.__name__}Strict", (method.input_spec,),
+                          {"model_config": {**method.input_spec.model_config,
+                                            "extra": "forbid"}})
+            self.routes[method.route] = (name, method, strict)
 
     def handles(self, path: str) -> bool:
         return path in self.routes or V2_INFER.fullmatch(path) is not None
@@ -51,9 +56,9 @@ class FastPath:
             return _error(503, "the service is starting")
         if m := V2_INFER.fullmatch(path):
             return await self._v2(svc, m[1], m[2], body, headers)
-        name, method = self.routes[path]
+        name, method, strict = self.routes[path]
         try:
-            data = method.input_spec.model_validate_json(body or b"{}")
+            data = strict.model_validate_json(body or b"{}")
         except ValidationError as exc:
             return 400, json.dumps(_validation_body(exc)).encode(), {
                 "content-type": "application/json"}
