@@ -52,7 +52,8 @@ def to_array(name: str, datatype: str, shape: list[int], flat: Any) -> np.ndarra
                            f"expected {count * dtype.itemsize}")
         return np.frombuffer(flat, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
     try:
-        arr = np.asarray(flat, dtype=dtype)
+        with np.errstate(over="ignore"):  # overflow -> inf, refused later as not finite
+            arr = np.asarray(flat, dtype=dtype)
     except (ValueError, TypeError, OverflowError):
         raise BadInput(f"{name}: data are not {datatype} numbers") from None
     if arr.size != count:

@@ -67,7 +67,8 @@ def _from_png(items: Any, field: str, shape: list[int]) -> np.ndarray:
 
 def _from_json(value: list, field: str) -> np.ndarray:
     try:
-        return np.asarray(value, dtype=np.float32)
+        with np.errstate(over="ignore"):  # too large for float32 -> inf, refused as not finite
+            return np.asarray(value, dtype=np.float32)
     except (ValueError, TypeError):
         raise BadInput(f"{field}: expected a rectangular array of numbers") from None
 
