@@ -18,7 +18,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
-	bench-p6 system-deps fuzz
+	bench-p6 system-deps fuzz soak
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -104,6 +104,13 @@ loadtest: model
 system-deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+
+# Soak: SOAK_MINUTES at SOAK_FRACTION of the measured peak; failures, p99 per minute, RSS
+SOAK_MINUTES ?= 10
+SOAK_FRACTION ?= 0.8
+soak: model
+	$(BIN)/python -m loadtests.soak --minutes $(SOAK_MINUTES) --fraction $(SOAK_FRACTION) \
+	  --results results/soak
 
 # Longer fuzzing than make test's 100 examples per operation (tests/test_fuzz.py)
 FUZZ_EXAMPLES ?= 2000

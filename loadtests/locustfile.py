@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from locust import FastHttpUser, between, events, task
+from locust import FastHttpUser, between, constant_throughput, events, task
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 POOL: dict[str, np.ndarray] = {}
@@ -35,6 +35,9 @@ def _options(parser) -> None:
                         help="MixUser task weights")
     parser.add_argument("--p95-ms", type=float, default=0.0,
                         help="fail the run when the aggregated p95 exceeds this (0: no bound)")
+    parser.add_argument("--target-rps", type=float, default=0.0,
+                        help="pace all users together at this many requests/s (0: as fast "
+                             "as they can)")
 
 
 def _images_for(shape: list[int]) -> np.ndarray:
@@ -81,7 +84,14 @@ def images(n: int, encoding: str) -> object:
 
 class _VAEUser(FastHttpUser):
     abstract = True
-    wait_time = between(0, 0.005)
+    _free = between(0, 0.005)
+
+    def wait_time(self) -> float:
+        opts = self.environment.parsed_options
+        if opts and opts.target_rps > 0:  # soak: a fixed total rate shared by the users
+            return constant_throughput(opts.target_rps / max(self.environment.runner.user_count,
+                                                             1))(self)
+        return self._free()
 
     @property
     def encoding(self) -> str:

@@ -89,3 +89,21 @@ def test_sigterm_lets_in_flight_requests_finish(trained):
         except httpx.HTTPError:
             refused = None  # nothing listens any more
         assert refused in (None, 503)
+
+
+def test_short_soak_has_no_failures(trained, tmp_path):
+    """`make soak` in 15 s (zero failures asserted; RSS growth is judged on the full run)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "loadtests.soak", "--minutes", "0.25",
+                        "--peak-seconds", "4", "--users", "8", "--max-rss-growth", "100",
+                        "--results", str(tmp_path), "--repository",
+                        str(trained["repository"]), "--model", "digits"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    report = json.loads((tmp_path / "soak.json").read_text())
+    assert r.returncode == 0 and report["soak"]["failures"] == 0, r.stdout[-2000:]
+    assert report["soak"]["requests"] > 0 and report["rss_mb_at_end"]
