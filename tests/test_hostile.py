@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import time
 import zlib
 
 import grpc
@@ -142,3 +143,33 @@ def test_hostile_grpc_request(server, name, build, code):
         ok.inputs.add(name="z", datatype="FP32", shape=[1, 4])
         ok.raw_input_contents.append(np.zeros(4, np.float32).tobytes())
         assert len(stub.ModelInfer(ok, timeout=30).raw_output_contents) == 1
+
+
+def _raw_post(port: int, body: bytes, declared: int, pause: float = 0.0,
+              chunks: int = 1) -> bytes:
+    """POST /sample over a raw socket, declaring `declared` bytes and sending `body` in
+    `chunks` pieces with `pause` seconds between them; -> what the server answered."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"POST /sample HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(declared).encode() + b"\r\n\r\n")
+        step = max(1, len(body) // chunks)
+        for i in range(0, len(body), step):
+            s.sendall(body[i:i + step])
+            time.sleep(pause)
+        if declared > len(body):
+            return b""  # abandoned: close without the rest
+        return s.recv(65536)
+
+
+def test_slow_and_abandoned_uploads(server):
+    body = b'{"n": 2, "seed": 5}'
+    port = int(server.url.rsplit(":", 1)[1])
+    slow = _raw_post(port, body, len(body), pause=0.2, chunks=len(body) // 2)  # ~2 s upload
+    assert slow.startswith(b"HTTP/1.1 200")
+    for _ in range(5):  # clients that vanish mid-body
+        assert _raw_post(port, body[:7], len(body) + 100) == b""
+    _check_alive(server.url)
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'status="500"' not in metrics
