@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,20 +19,16 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.servers import free_port, stop
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "VAE_GRPC_HOST": "127.0.0.1",
-           "VAE_GRPC_PORT": str(_free_port()), **env}
+           "VAE_GRPC_PORT": str(free_port()), **env}
     out = open(log, "wb")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen([str(BIN / "bentoml"), "serve", "service.app:VAEService", "--host",
                              "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=out,
@@ -54,14 +48,7 @@ def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]
     raise SystemExit(f"server not ready in 120 s; see {log}")
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+stop_server = stop  # SIGTERM to the process group, SIGKILL after 20 s
 
 
 def main(argv: list[str] | None = None) -> int:
