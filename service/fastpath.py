@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from service.errors import REQUEST_STATE, ApiError
+from service.v2_rest import HEADER, run_infer
 
 log = logging.getLogger("vae.fastpath")
 V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
@@ -80,8 +81,6 @@ class FastPath:
 
     async def _v2(self, svc: Any, model: str, version: str | None, body: bytes,
                   headers: dict[bytes, bytes]) -> tuple[int, bytes, dict[str, str]]:
-        from service.v2_rest import HEADER, run_infer
-
         def get(name: str) -> str | None:
             value = headers.get(name.lower().encode())
             return None if value is None else value.decode("latin-1")

@@ -120,13 +120,25 @@ def model_ready(models: ModelSet, model: str, version: str | None) -> bool:
     return str(version).isdigit() and int(version) in models.runtimes
 
 
-def repository_index(models: ModelSet, available: list[int]) -> list[dict]:
+async def repository_index(models: ModelSet, watcher: Any, ready_only: bool) -> list[dict]:
+    """Every version on disk or known: READY / LOADING / UNAVAILABLE (with the reason)."""
     rows = []
-    for v in sorted(set(available) | set(models.runtimes) | set(models.failed)):
+    for v in sorted(set(await watcher.available()) | set(models.runtimes) | set(models.failed)):
         state, reason = models.state(v)
-        rows += [{"name": m, "version": str(v), "state": state, "reason": reason}
-                 for m in MODELS]
+        if state == "READY" or not ready_only:
+            rows += [{"name": m, "version": str(v), "state": state, "reason": reason}
+                     for m in MODELS]
     return rows
+
+
+async def repository_load(models: ModelSet, watcher: Any, model: str) -> None:
+    """Look for new versions now; BadInput with the reason if the newest one is refused."""
+    if model not in (*MODELS, models.name):
+        raise ModelNotFound(f"model: {model!r} is unknown")
+    await watcher.refresh()
+    newest = max(await watcher.available(), default=0)
+    if newest in models.failed and newest > max(models.runtimes, default=0):
+        raise BadInput(f"version {newest}: {models.failed[newest]}")
 
 
 class Inputs:

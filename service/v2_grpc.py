@@ -25,7 +25,7 @@ from tritonclient.grpc import service_pb2_grpc as pbg
 from service import oip
 from service.auth import BearerAuth
 from service.config import Settings
-from service.errors import ApiError, BadInput, LimitExceeded, ModelNotFound
+from service.errors import ApiError, BadInput, LimitExceeded
 from service.metrics import ERRORS, series
 from service.middleware import ADMISSION, json_logger
 from service.oip import Tensor
@@ -191,20 +191,14 @@ class Servicer(pbg.GRPCInferenceServiceServicer):
     @rpc(lambda r: "/v2/repository/index")
     async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
         svc = self.current()
-        rows = oip.repository_index(svc.models, await svc.watcher.available())
-        Index = pb.RepositoryIndexResponse.ModelIndex
-        return pb.RepositoryIndexResponse(models=[
-            Index(**r) for r in rows if r["state"] == "READY" or not request.ready])
+        rows = await oip.repository_index(svc.models, svc.watcher, request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**r)
+                                                  for r in rows])
 
     @rpc(lambda r: "/v2/repository/models/{model}/load")
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         svc = self.current()
-        if request.model_name not in (*oip.MODELS, svc.models.name):
-            raise ModelNotFound(f"model: {request.model_name!r} is unknown")
-        await svc.watcher.refresh()
-        newest = max(await svc.watcher.available(), default=0)
-        if newest in svc.models.failed and newest > max(svc.models.runtimes, default=0):
-            raise BadInput(f"version {newest}: {svc.models.failed[newest]}")
+        await oip.repository_load(svc.models, svc.watcher, request.model_name)
         return pb.RepositoryModelLoadResponse()
 
 

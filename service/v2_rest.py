@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import oip
-from service.errors import ApiError, BadInput, ModelNotFound
+from service.errors import ApiError, BadInput
 from service.oip import Tensor
 
 HEADER = "Inference-Header-Content-Length"
@@ -181,16 +181,10 @@ def make_app(current: Callable[[], Any]) -> Starlette:
             ready_only = bool(json.loads(body or b"{}").get("ready", False))
         except (ValueError, AttributeError):
             raise BadInput("body: expected a JSON object such as {\"ready\": true}") from None
-        rows = oip.repository_index(svc.models, await svc.watcher.available())
-        return JSONResponse([r for r in rows if r["state"] == "READY" or not ready_only])
+        return JSONResponse(await oip.repository_index(svc.models, svc.watcher, ready_only))
 
     async def load(request: Request, svc: Any, model: str) -> Response:
-        if model not in (*oip.MODELS, svc.models.name):
-            raise ModelNotFound(f"model: {model!r} is unknown")
-        await svc.watcher.refresh()
-        newest = max(await svc.watcher.available(), default=0)
-        if newest in svc.models.failed and newest > max(svc.models.runtimes, default=0):
-            raise BadInput(f"version {newest}: {svc.models.failed[newest]}")
+        await oip.repository_load(svc.models, svc.watcher, model)
         return JSONResponse({})
 
     m, mv = "/models/{model}", "/models/{model}/versions/{version}"
