@@ -24,7 +24,15 @@ from torch import nn
 
 from export.reference import write_reference
 from export.variants import build_variants
-from modelrepo.manifest import FileEntry, GraphEntry, InputSpec, Manifest, Parity, TensorSpec
+from modelrepo.manifest import (
+    FeatureNetInfo,
+    FileEntry,
+    GraphEntry,
+    InputSpec,
+    Manifest,
+    Parity,
+    TensorSpec,
+)
 from modelrepo.repository import MANIFEST, next_version, publish, sha256_file, staging_dir
 from training.model import VAE
 from training.train import load_checkpoint
@@ -60,6 +68,37 @@ class DecoderGraph(nn.Module):
         if self.vae.cfg.likelihood == "bernoulli":
             return torch.sigmoid(raw), raw
         return torch.sigmoid(raw), self.vae.obs_logvar.expand_as(raw) + 0.0 * raw
+
+
+class FeatureGraph(nn.Module):
+    """The feature network: x -> its embedding (feature-FID space) and class logits."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.net.features(x)[-1]
+        return emb, self.net.head(emb)
+
+
+def export_feature_net(payload: dict, stage: Path, x: np.ndarray,
+                       accuracy: float | None) -> FeatureNetInfo:
+    """features.onnx from the checkpoint's feature network, parity-checked like the VAE."""
+    from training.features import feature_net_from_payload
+
+    net = feature_net_from_payload(payload)
+    path = stage / "features.onnx"
+    export_graph(FeatureGraph(net), torch.rand(2, *net.shape), path, "x", ["embedding", "logits"])
+    entry = graph_entry(path, check_graph(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        want = FeatureGraph(net)(torch.from_numpy(x[:256]))[0].numpy()
+    got = sess.run(["embedding"], {"x": x[:256]})[0]
+    if float(np.abs(got - want).max()) > 1e-4:
+        raise ValueError(f"feature network parity failed: {np.abs(got - want).max():.2e}")
+    return FeatureNetInfo(graph=entry, embedding_dim=want.shape[1], classes=net.classes,
+                          heldout_accuracy=accuracy)
 
 
 def decoder_outputs(likelihood: str) -> list[str]:
@@ -176,6 +215,10 @@ def export_checkpoint(checkpoint: str | Path, repository: str | Path, name: str,
                                             bytes=ref.stat().st_size))
             extra["variants"] = build_variants(stage, list(variants), held[0], cfg.likelihood,
                                                PARITY_BATCHES, graph_entry)
+        if "feature_net" in payload:
+            accuracy = payload["metrics"].get("feature_net_accuracy")
+            extra["feature_net"] = export_feature_net(payload["feature_net"], stage, x_real,
+                                                      accuracy)
         data = {k: v for k, v in payload["data"].items() if k != "heldout_idx"}
         manifest = Manifest(
             name=name, version=version, created=datetime.now(UTC).isoformat(timespec="seconds"),

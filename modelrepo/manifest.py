@@ -84,6 +84,16 @@ class ScoreInfo(_Strict):
     quantiles: list[float] = Field(min_length=2, description="held-out -ELBO at 0, 1, ..., 100 %")
 
 
+class FeatureNetInfo(_Strict):
+    """The project's own classifier (training/features.py) exported beside the VAE: the feature
+    space of the model's quality figures (feature-FID) and of its perceptual loss, if any."""
+
+    graph: GraphEntry = Field(description="x [N, C, H, W] -> embedding [N, E], logits [N, K]")
+    embedding_dim: int = Field(ge=1)
+    classes: int = Field(ge=2)
+    heldout_accuracy: float | None = Field(default=None, ge=0, le=1)
+
+
 class Variant(_Strict):
     """A graph pair derived from the fp32 one (fp16 for GPUs, int8 dynamic quantization)."""
 
@@ -108,6 +118,7 @@ class Manifest(_Strict):
     reference: ReferenceInfo | None = None
     score: ScoreInfo | None = None
     variants: dict[str, Variant] = Field(default_factory=dict)
+    feature_net: FeatureNetInfo | None = None
     software: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("graphs")
@@ -120,7 +131,9 @@ class Manifest(_Strict):
 
     def all_files(self) -> list[FileEntry]:
         variant_graphs = [g for v in self.variants.values() for g in v.graphs.values()]
-        return [self.graphs["encoder"], self.graphs["decoder"], *variant_graphs, *self.files]
+        features = [self.feature_net.graph] if self.feature_net else []
+        return [self.graphs["encoder"], self.graphs["decoder"], *variant_graphs, *features,
+                *self.files]
 
     def graph_pair(self, variant: str) -> dict[str, GraphEntry]:
         if variant == "fp32":

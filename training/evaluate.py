@@ -8,6 +8,11 @@
 - interp_smoothness: decode lerp paths (16 steps) between held-out pairs; per path, the largest
   step between consecutive decoded images divided by the path's total length, averaged. An even
   path scores 1/15 = 0.067; a path that jumps at one step scores near 1. Lower is smoother.
+- with the feature network (training/features.py): fid_samples and fid_recon, Frechet distances
+  in its embedding between the held-out images and as many decoder samples (the mean of p(x|z),
+  z ~ N(0, I)) or reconstructions (decoded mu); fid_data, the same between training and held-out
+  images (the floor set by the data itself); edge_ratio_recon and edge_ratio_samples, mean
+  gradient magnitude of those images / that of the held-out images (1 = as sharp as the data).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import math
 import numpy as np
 import torch
 
+from training.features import FeatureNet, edge_magnitude, embeddings, frechet_distance
 from training.model import VAE, kl_divergence
 
 LOG_2PI = math.log(2 * math.pi)
@@ -101,8 +107,27 @@ def interpolation_smoothness(model: VAE, mu: torch.Tensor, pairs: int = 100, ste
 
 
 @torch.no_grad()
+def sharpness_metrics(model: VAE, fnet: FeatureNet, x_train: torch.Tensor,
+                      x_held: torch.Tensor, seed: int = 0) -> dict[str, float]:
+    n = len(x_held)
+    gen = torch.Generator().manual_seed(seed)
+    samples = model.decode(torch.randn(n, model.cfg.latent_dim, generator=gen))
+    recon = model.decode(encode_mu(model, x_held))
+    held_emb = embeddings(fnet, x_held)
+    edge_held = max(edge_magnitude(x_held), 1e-12)
+    return {
+        "fid_samples": frechet_distance(held_emb, embeddings(fnet, samples)),
+        "fid_recon": frechet_distance(held_emb, embeddings(fnet, recon)),
+        "fid_data": frechet_distance(held_emb, embeddings(fnet, x_train[:n])),
+        "edge_ratio_recon": edge_magnitude(recon) / edge_held,
+        "edge_ratio_samples": edge_magnitude(samples) / edge_held,
+    }
+
+
+@torch.no_grad()
 def evaluate_all(model: VAE, x_train: torch.Tensor, y_train: np.ndarray | None,
-                 x_held: torch.Tensor, y_held: np.ndarray | None, iwae_k: int = 100) -> dict:
+                 x_held: torch.Tensor, y_held: np.ndarray | None, iwae_k: int = 100,
+                 fnet: FeatureNet | None = None) -> dict:
     model.eval()
     m = {f"heldout_{k}": v for k, v in elbo_terms(model, x_held).items()}
     nll = iwae_nll(model, x_held, k=iwae_k)
@@ -115,4 +140,6 @@ def evaluate_all(model: VAE, x_train: torch.Tensor, y_train: np.ndarray | None,
         mu_train = encode_mu(model, x_train)
         m["knn5_accuracy"] = knn_accuracy(mu_train.numpy(), y_train, mu_held.numpy(), y_held)
     m["interp_smoothness"] = interpolation_smoothness(model, mu_held)
+    if fnet is not None:
+        m.update(sharpness_metrics(model, fnet, x_train, x_held))
     return m

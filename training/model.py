@@ -99,7 +99,14 @@ def neg_elbo(model: nn.Module, x: torch.Tensor, beta: float = 1.0,
     one, so reported figures stay an honest -ELBO.
     """
     out, mu, logvar = model(x)  # model may be a DistributedDataParallel wrapper
-    rec = getattr(model, "module", model).recon_nll(out, x).mean()
+    return elbo_from_output(getattr(model, "module", model), out, mu, logvar, x, beta, free_bits)
+
+
+def elbo_from_output(model: VAE, out: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                     x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """neg_elbo's terms from a forward pass already made (the training loop reuses `out`)."""
+    rec = model.recon_nll(out, x).mean()
     per_unit = kl_per_unit(mu, logvar).mean(dim=0)
     kl = per_unit.sum()
     kl_obj = torch.clamp(per_unit, min=free_bits).sum() if free_bits > 0 else kl

@@ -25,9 +25,11 @@ import torch
 from tqdm import tqdm
 
 from training import distributed as ddp
+from training.adversarial import Adversary
 from training.data import Dataset, load_dataset
 from training.evaluate import elbo_terms, evaluate_all
-from training.model import VAE, ModelConfig, kl_weight, neg_elbo
+from training.features import accuracy, obtain_feature_net, perceptual_distance
+from training.model import VAE, ModelConfig, elbo_from_output, kl_weight
 
 
 @dataclass
@@ -54,6 +56,17 @@ class TrainConfig:
     # held-out evaluation (best-weights selection, checkpoint) every this many epochs and
     # always at the last: evaluating and saving cost ~10 % of a small epoch
     eval_every: int = 1
+    select: str = "best"  # best (held-out -ELBO) | last: which weights the checkpoint exports
+    # sharper reconstructions (docs/MODEL_QUALITY.md): a feature-space term and a VAE-GAN term
+    perceptual_weight: float = 0.0
+    adversarial_weight: float = 0.0
+    adversarial_start: float = 5.0  # epochs without the GAN term (the discriminator idles too)
+    adversarial_ramp: float = 5.0  # epochs over which its weight rises linearly to full
+    disc_lr: float = 2e-4
+    # the project's own classifier for the perceptual loss and feature-FID; trained on the
+    # training split and saved here when absent (default: features.pt beside the checkpoint)
+    feature_net: str | None = None
+    feature_epochs: int = 8
     iwae_k: int = 100
     seed: int = 0
     threads: int = 2
@@ -115,6 +128,20 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     sampler = ddp.sampler(len(x_train), rank, world, cfg.seed)
     steps_per_epoch = len(sampler) // cfg.batch_size + bool(len(sampler) % cfg.batch_size)
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+    fnet, fnet_payload = None, None
+    if cfg.perceptual_weight > 0 or data.labels is not None or cfg.feature_net:
+        fnet, fnet_payload = obtain_feature_net(
+            cfg.feature_net or out.parent / "features.pt", data.x[data.train_idx],
+            _labels(data, data.train_idx), cfg.feature_epochs, cfg.seed)
+    adversary = None
+    if cfg.adversarial_weight > 0:
+        if world > 1:
+            raise SystemExit("--adversarial-weight is not supported with torchrun (DDP)")
+        adversary = Adversary(data.shape, cfg.adversarial_weight,
+                              int(cfg.adversarial_start * steps_per_epoch),
+                              int(cfg.adversarial_ramp * steps_per_epoch), cfg.disc_lr)
+        if cfg.resume and out.exists():
+            adversary.load_state_dict(ck["adversary"])
     seen: list[int] = []
     t0 = time.perf_counter()
     bar = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", disable=cfg.quiet or rank > 0)
@@ -127,21 +154,39 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         order = torch.tensor(list(sampler)) if world > 1 else torch.randperm(len(x_train),
                                                                              generator=gen)
         seen += order.tolist() if cfg.shard_log else []
-        sums, beta = np.zeros(3), 0.0
+        sums, beta = np.zeros(6), 0.0
         for i in range(0, len(order), cfg.batch_size):
             xb = x_train[order[i : i + cfg.batch_size]]
             if cfg.augment_shift:
                 xb = shift_augment(xb, cfg.augment_shift, gen)
             beta = kl_weight(state["step"], warmup_steps, cfg.beta)
-            loss, rec, kl = neg_elbo(net, xb, beta, cfg.free_bits)
+            out_b, mu, logvar = net(xb)
+            loss, rec, kl = elbo_from_output(model, out_b, mu, logvar, xb, beta, cfg.free_bits)
+            perc = adv_g = adv_d = torch.zeros(())
+            if cfg.perceptual_weight > 0:
+                perc = perceptual_distance(fnet, torch.sigmoid(out_b), xb).mean()
+                loss = loss + cfg.perceptual_weight * perc
+            if adversary is not None and adversary.active(state["step"]):
+                x_rec = torch.sigmoid(out_b)
+                x_prior = model.decode(torch.randn(len(xb), cfg.latent_dim, generator=gen))
+                adv_d = torch.tensor(adversary.d_step(xb, x_rec, x_prior))
+                adv_g = adversary.g_loss(x_rec, x_prior).mean()
+                loss = loss + adversary.weight_at(state["step"]) * adv_g
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             state["step"] += 1
-            sums += np.array([loss.item(), rec.item(), kl.item()]) * len(xb)
-        train_loss, train_rec, train_kl = (float(v) for v in sums / len(order))
-        row = {"epoch": epoch + 1, "beta": beta, "train_loss": train_loss,
+            sums += np.array([t.item() for t in (loss, rec, kl, perc, adv_g, adv_d)]) * len(xb)
+        means = [float(v) for v in sums / len(order)]
+        train_rec, train_kl = means[1], means[2]
+        row = {"epoch": epoch + 1, "beta": beta, "train_loss": means[0],
                "train_recon": train_rec, "train_kl": train_kl}
+        extra_postfix = {}
+        if cfg.perceptual_weight > 0:
+            row["train_perceptual"] = extra_postfix["perc"] = means[3]
+        if adversary is not None:
+            row["train_adv_g"], row["train_adv_d"] = means[4], means[5]
+            extra_postfix.update(adv_g=means[4], adv_d=means[5])
         state["epoch"] = epoch + 1
         evaluate = (epoch + 1) % max(cfg.eval_every, 1) == 0 or epoch + 1 == cfg.epochs
         stop = False
@@ -149,17 +194,19 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             model.eval()
             held = elbo_terms(model, x_held)
             row.update({f"heldout_{k}": v for k, v in held.items()})
-            if held["neg_elbo"] < state["best"]:
+            if held["neg_elbo"] < state["best"] or cfg.select == "last":
                 state["best"], state["bad_epochs"] = held["neg_elbo"], 0
                 best_weights = copy.deepcopy(model.state_dict())
             else:
                 state["bad_epochs"] += 1
             bar.set_postfix(rec=f"{train_rec:.2f}", kl=f"{train_kl:.2f}",
-                            held=f"{held['neg_elbo']:.2f}")
+                            held=f"{held['neg_elbo']:.2f}",
+                            **{k: f"{v:.3f}" for k, v in extra_postfix.items()})
             stop = cfg.patience > 0 and state["bad_epochs"] >= cfg.patience
         state["history"].append(row)
         if rank == 0 and evaluate:
-            save_checkpoint(out, _payload(model, best_weights, opt, gen, state, mcfg, cfg, data))
+            save_checkpoint(out, _payload(model, best_weights, opt, gen, state, mcfg, cfg, data,
+                                          extras=_extras(adversary, fnet_payload)))
         if stop:
             break
     if cfg.shard_log:
@@ -167,11 +214,15 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     model.load_state_dict(best_weights)
     payload = {}
     if rank == 0:
+        y_held = _labels(data, data.heldout_idx)
         metrics = evaluate_all(model, x_train, _labels(data, data.train_idx), x_held,
-                               _labels(data, data.heldout_idx), cfg.iwae_k)
+                               y_held, cfg.iwae_k, fnet)
+        if fnet is not None and y_held is not None:
+            metrics["feature_net_accuracy"] = accuracy(fnet, x_held.numpy(), y_held)
         metrics["train_seconds"] = time.perf_counter() - t0
         metrics["epochs"] = state["epoch"]
-        payload = _payload(model, best_weights, opt, gen, state, mcfg, cfg, data, metrics)
+        payload = _payload(model, best_weights, opt, gen, state, mcfg, cfg, data, metrics,
+                           _extras(adversary, fnet_payload))
         save_checkpoint(out, payload)
         (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     ddp.teardown(world)
@@ -182,10 +233,17 @@ def _labels(data: Dataset, idx: np.ndarray) -> np.ndarray | None:
     return None if data.labels is None else data.labels[idx]
 
 
+def _extras(adversary: Adversary | None, fnet_payload: dict | None) -> dict:
+    """Checkpoint entries beyond the VAE: the discriminator (to resume; never exported) and the
+    feature network (export writes it beside the graphs for the quality figures)."""
+    extras = {} if adversary is None else {"adversary": adversary.state_dict()}
+    return extras | ({} if fnet_payload is None else {"feature_net": fnet_payload})
+
+
 def _payload(model: VAE, best: dict, opt: torch.optim.Optimizer, gen: torch.Generator,
              state: dict, mcfg: ModelConfig, cfg: TrainConfig, data: Dataset,
-             metrics: dict | None = None) -> dict:
-    return {
+             metrics: dict | None = None, extras: dict | None = None) -> dict:
+    return (extras or {}) | {
         "format": "vae-checkpoint/1",
         "state_dict": best,  # what export uses: the best held-out weights
         "last_state_dict": model.state_dict(),  # what --resume continues from
