@@ -30,6 +30,7 @@ from service.live import RepositoryWatcher
 from service.metrics import ITEMS, MODEL_INFO, MODEL_LOAD_SECONDS
 from service.middleware import ApiMiddleware
 from service.tensors import decode_images, decode_latents, encode_images
+from service.ui_app import make_ui_app
 from service.v2_rest import make_app
 
 log = logging.getLogger("vae.service")
@@ -87,6 +88,7 @@ def _model_info(rt: ModelRuntime, value: int) -> None:
 
 
 @bentoml.asgi_app(make_app(bentoml.get_current_service), path="/v2")
+@bentoml.asgi_app(make_ui_app(), path="/ui")
 @bentoml.service(**bentoml_config(SETTINGS))
 class VAEService:
     @bentoml.on_deployment

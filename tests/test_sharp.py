@@ -38,7 +38,7 @@ def digits():
 def fnet(digits) -> FeatureNet:
     torch.set_num_threads(1)  # as the training tests: no oversubscribed cores
     x, y = digits.x[digits.train_idx], digits.labels[digits.train_idx]
-    net, _ = train_feature_net(x, y, epochs=1, min_steps=200)
+    net, _ = train_feature_net(x, y, epochs=16)
     return net
 
 

@@ -55,13 +55,12 @@ class FeatureNet(nn.Module):
         return self.head(self.features(x)[-1])
 
 
-def train_feature_net(x: np.ndarray, y: np.ndarray, epochs: int = 8, seed: int = 0,
-                      batch: int = 128, quiet: bool = True,
-                      min_steps: int = 1000) -> tuple[FeatureNet, dict]:
+def train_feature_net(x: np.ndarray, y: np.ndarray, epochs: int = 0, seed: int = 0,
+                      batch: int = 128, quiet: bool = True) -> tuple[FeatureNet, dict]:
     """Fit the classifier on (x, y) with light shift augmentation; returns it frozen, in eval.
-    Small data sets get more epochs: at least `min_steps` optimizer steps in all."""
+    epochs = 0 picks enough for small data sets too: 8, or more to make 1,000 steps."""
     torch.manual_seed(seed)
-    epochs = max(epochs, -(-min_steps // -(-len(x) // batch)))
+    epochs = epochs or max(8, -(-1000 // -(-len(x) // batch)))
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
     net = FeatureNet(list(x.shape[1:]), int(y.max()) + 1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
                                 description=__doc__.splitlines()[0])
     p.add_argument("--data", default="digits")
     p.add_argument("--data-path")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=0, help="0: 8, or more for 1,000 steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)

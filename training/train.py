@@ -66,7 +66,7 @@ class TrainConfig:
     # the project's own classifier for the perceptual loss and feature-FID; trained on the
     # training split and saved here when absent (default: features.pt beside the checkpoint)
     feature_net: str | None = None
-    feature_epochs: int = 8
+    feature_epochs: int = 0  # 0: 8, or more to make 1,000 steps on small data
     iwae_k: int = 100
     seed: int = 0
     threads: int = 2

@@ -1,0 +1,216 @@
+"""The latent explorer (/ui) in a real headless Chromium (Debian's chromium + chromium-driver,
+driven by Selenium), against the real server, on the digits model and on an MNIST model.
+
+What the page draws is compared pixel for pixel with what the endpoints return for the same
+request; the browser console must stay free of errors. Screenshots go to results/ui/.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import MNIST_DIR, ROOT, Server
+
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "results" / "ui"
+pytestmark = pytest.mark.skipif(not Path(CHROMEDRIVER).exists(),
+                                reason="chromium-driver is not installed (make system-deps)")
+
+
+def _mnist_repo(tmp: Path) -> Path:
+    """A small conv VAE on the MNIST digits (1 epoch: the page's plumbing, not its quality)."""
+    from export.onnx_export import export_checkpoint
+    from training.train import TrainConfig, train
+
+    cfg = TrainConfig(data="mnist", data_path=str(MNIST_DIR), arch="conv", hidden="64",
+                      latent_dim=6, epochs=1, batch_size=128, iwae_k=2, out=str(tmp / "c.pt"),
+                      quiet=True, threads=2, feature_epochs=1)
+    train(cfg)
+    export_checkpoint(cfg.out, tmp / "repository", "mnist", variants=())
+    return tmp / "repository"
+
+
+@pytest.fixture(scope="module", params=["digits", "mnist"])
+def served(request, trained, tmp_path_factory):
+    if request.param == "mnist":
+        if not MNIST_DIR.is_dir():
+            pytest.skip(f"{MNIST_DIR} is absent")
+        repo, name = _mnist_repo(tmp_path_factory.mktemp("ui-mnist")), "mnist"
+    else:
+        repo, name = trained["repository"], "digits"
+    with Server(repo, {"VAE_MODEL_NAME": name}) as srv:
+        srv.name = name
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser(served, tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-sync",
+                 "--disable-component-update", "--window-size=1400,1800",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.get(served.url + "/ui/")
+    wait_for(driver, "document.body.dataset.ready === '1' && "
+             "document.querySelectorAll('#sample-grid canvas').length > 0 && "
+             "document.getElementById('map-legend').children.length > 0")
+    yield driver
+    try:
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, f"browser console errors: {errors}"
+    finally:
+        driver.quit()
+
+
+def wait_for(driver, condition: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver.execute_script(f"return Boolean({condition});"):
+            return
+        time.sleep(0.05)
+    status = driver.execute_script("return document.getElementById('status').textContent;")
+    raise TimeoutError(f"page never reached: {condition} (status: {status!r})")
+
+
+def canvas_pixels(driver, selector: str) -> list[np.ndarray]:
+    """The red channel of each matching canvas, [H, W] uint8 (grey images: R = G = B)."""
+    shots = driver.execute_script("""
+        return [...document.querySelectorAll(arguments[0])].map((cv) => {
+          const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
+          return {w: cv.width, h: cv.height, r: Array.from(d.filter((_, i) => i % 4 === 0))};
+        });""", selector)
+    return [np.array(s["r"], np.uint8).reshape(s["h"], s["w"]) for s in shots]
+
+
+def as_pixels(images) -> np.ndarray:
+    """What the page draws for decoder means [..., 1, H, W]: JS Math.round(255 * v)."""
+    return np.floor(255 * np.clip(np.asarray(images, np.float64), 0, 1) + 0.5).astype(np.uint8)
+
+
+def set_value(driver, element_id: str, value) -> None:
+    el = driver.find_element("id", element_id)
+    el.clear()
+    el.send_keys(str(value))
+
+
+def post(srv, path: str, body: dict) -> dict:
+    r = httpx.post(srv.url + path, json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_sample_grid_equals_what_sample_returns(browser, served):
+    set_value(browser, "sample-n", 9)
+    set_value(browser, "sample-seed", 7)
+    browser.execute_script("const t = document.getElementById('sample-temp'); t.value = '0.8';"
+                           "t.dispatchEvent(new Event('input'));")
+    browser.find_element("id", "sample-go").click()
+    wait_for(browser, "document.getElementById('sample-grid').dataset.seed === '7' && "
+             "document.querySelectorAll('#sample-grid canvas').length === 9")
+    want = post(served, "/sample", {"n": 9, "seed": 7, "temperature": 0.8})["outputs"]
+    drawn = canvas_pixels(browser, "#sample-grid canvas")
+    assert len(drawn) == 9
+    for got, img in zip(drawn, as_pixels(want), strict=True):
+        np.testing.assert_array_equal(got, img[0])
+    browser.save_screenshot(str(_shot(served, "samples")))
+
+
+def test_interpolation_slider_shows_each_step(browser, served):
+    from selenium.webdriver.common.keys import Keys
+
+    set_value(browser, "interp-steps", 9)
+    browser.find_element("css selector", "input[name='interp-method'][value='slerp']").click()
+    browser.find_element("id", "interp-go").click()
+    wait_for(browser, "document.querySelectorAll('#interp-strip canvas').length === 9 && "
+             "!document.getElementById('alpha').disabled")
+    z = [post(served, "/sample", {"n": 1, "seed": s})["z"][0] for s in (1, 2)]  # A, B seeds
+    want = as_pixels(post(served, "/interpolate", {"start_z": [z[0]], "end_z": [z[1]],
+                                                   "steps": 9, "method": "slerp"})["outputs"])[0]
+    np.testing.assert_array_equal(canvas_pixels(browser, "#interp-view")[0], want[0][0])
+    slider = browser.find_element("id", "alpha")
+    for _ in range(3):
+        slider.send_keys(Keys.ARROW_RIGHT)  # a real key press on the range input
+    wait_for(browser, "document.getElementById('interp-view').dataset.step === '3'")
+    shown = canvas_pixels(browser, "#interp-view")[0]
+    np.testing.assert_array_equal(shown, want[3][0])
+    assert not np.array_equal(shown, want[0][0])
+    assert "α = 0.375" in browser.find_element("id", "alpha-out").text
+    browser.save_screenshot(str(_shot(served, "interpolation")))
+
+
+def test_uploaded_image_shows_mu_and_sigma(browser, served, tmp_path):
+    model = post(served, "/model", {})
+    _, h, w = model["input"]["shape"]
+    held = post(served, "/sample", {"n": 1, "seed": 11})["outputs"][0][0]  # any plausible digit
+    pixels = as_pixels(held)
+    png = tmp_path / "digit.png"  # 8x larger, nearest: the page's area average recovers it
+    Image.fromarray(pixels).resize((w * 8, h * 8), Image.NEAREST).save(png)
+    browser.find_element("css selector", "#encode-source input.file").send_keys(str(png))
+    wait_for(browser, "document.querySelector('#encode-source img.preview').complete && "
+             "document.querySelector('#encode-source input[value=upload]').checked")
+    browser.find_element("id", "encode-go").click()
+    wait_for(browser, f"document.querySelectorAll('#encode-values tbody tr').length === "
+             f"{model['latent_dim']}")
+    rows = [[td.text for td in tr.find_elements("tag name", "td")]
+            for tr in browser.find_elements("css selector", "#encode-values tbody tr")]
+    want = post(served, "/encode", {"inputs": [(pixels / 255.0).ravel().tolist()]})
+    np.testing.assert_allclose([float(r[1]) for r in rows], want["mu"][0], atol=2e-4)
+    np.testing.assert_allclose([float(r[2]) for r in rows], want["sigma"][0], atol=2e-4)
+    bars = browser.find_elements("css selector", "#encode-bars rect.bar")
+    whiskers = browser.find_elements("css selector", "#encode-bars line.whisker")
+    assert len(bars) == len(whiskers) == model["latent_dim"]
+    np.testing.assert_array_equal(canvas_pixels(browser, "#encode-input")[0], pixels)
+    browser.save_screenshot(str(_shot(served, "encode")))
+
+
+def test_drawn_digit_interpolates_and_encodes(browser, served):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    pad = browser.find_element("css selector", "#end-a canvas.pad")
+    ActionChains(browser).move_to_element_with_offset(pad, -30, -50).click_and_hold() \
+        .move_by_offset(20, 40).move_by_offset(20, 40).move_by_offset(0, 20).release().perform()
+    assert browser.execute_script(
+        "return document.querySelector('#end-a input[value=draw]').checked;")
+    browser.find_element("id", "interp-go").click()
+    wait_for(browser, "document.getElementById('status').textContent === 'interpolating: done'")
+    assert len(canvas_pixels(browser, "#interp-strip canvas")) == 9
+
+
+def test_clicking_the_map_decodes_that_point(browser, served):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    the_map = browser.find_element("id", "map")
+    ActionChains(browser).move_to_element_with_offset(the_map, 40, -60).click().perform()
+    wait_for(browser, "document.getElementById('map-decoded').dataset.z !== undefined")
+    z = browser.execute_script("return JSON.parse(document.getElementById('map-decoded')"
+                               ".dataset.z);")
+    latent = post(served, "/latent_map", {})
+    assert len(z) == len(latent["projection_mean"])
+    want = as_pixels(post(served, "/decode", {"z": [z]})["outputs"])[0][0]
+    np.testing.assert_array_equal(canvas_pixels(browser, "#map-decoded")[0], want)
+    assert "decoded (" in browser.find_element("id", "map-click").text
+    path = _shot(served, "explorer")
+    browser.save_screenshot(str(path))
+    assert Image.open(io.BytesIO(base64.b64decode(browser.get_screenshot_as_base64()))).size[0]
+
+
+def _shot(served, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return SHOTS / f"{served.name}-{name}.png"
