@@ -18,7 +18,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
-	bench-p6 system-deps fuzz soak
+	bench-p6 system-deps fuzz soak sharp-mnist
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -51,6 +51,12 @@ model-digits: install
 model-mnist: install
 	@test -d ../shared/data/mnist || { echo "../shared/data/mnist is absent"; exit 1; }
 	$(call build_model,mnist,configs/mnist.toml)
+
+# Plain vs perceptual vs adversarial vs both on MNIST-10k (docs/MODEL_QUALITY.md): four
+# trainings of <= 15 min each, one after the other (about an hour), then the table and pictures.
+sharp-mnist: install
+	@test -d ../shared/data/mnist || { echo "../shared/data/mnist is absent"; exit 1; }
+	$(BIN)/python -m training.sharp --out runs/sharp --figures docs/images/sharp
 
 # P1: onnxruntime vs PyTorch eager on the digits and MNIST models (docs/BENCHMARKS.md)
 bench-p1: install
@@ -101,9 +107,13 @@ loadtest: model
 	  --host "$(LOAD_HOST)" --results $(LOAD_RESULTS) $(LOAD_USERS)
 
 # Debian packages the tests use as real tools: prometheus and promtool (the scrape test)
+# Debian packages the tests use: Prometheus (a real scrape) and Chromium + its matching driver
+# (the /ui browser tests)
 system-deps:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    prometheus chromium chromium-driver; }
 
 # Soak: SOAK_MINUTES at SOAK_FRACTION of the measured peak; failures, p99 per minute, RSS
 SOAK_MINUTES ?= 10
