@@ -1,7 +1,9 @@
 """Optional bearer-token authentication, the same on every door: the HTTP API, V2 REST and
 gRPC (metadata `authorization: Bearer <token>`). Off unless VAE_AUTH_TOKEN or
 VAE_AUTH_TOKEN_FILE is set; health and metrics paths stay public unless removed from
-VAE_AUTH_PUBLIC_PATHS (probes and Prometheus usually carry no token).
+VAE_AUTH_PUBLIC_PATHS (probes and Prometheus usually carry no token). An entry ending in `/*`
+is a prefix: `/ui/*` keeps the explorer's static files public (they hold no data; the page
+asks for the token and sends it with every API call it makes).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ CHALLENGE = (b"www-authenticate", b'Bearer realm="vae"')
 class BearerAuth:
     def __init__(self, token: str, public: set[str]):
         self.expected = f"Bearer {token}".encode()
-        self.public = public
+        self.public = {p for p in public if not p.endswith("/*")}
+        self.prefixes = tuple(p[:-1] for p in public if p.endswith("/*"))  # keeps the "/"
 
     @classmethod
     def from_settings(cls, st: Settings) -> BearerAuth | None:
@@ -41,7 +44,7 @@ class BearerAuth:
         return cls(token, public)
 
     def allows(self, path: str, authorization: bytes | str | None) -> bool:
-        if path in self.public:
+        if path in self.public or (path.startswith(self.prefixes) and ".." not in path):
             return True
         if isinstance(authorization, str):
             authorization = authorization.encode("latin-1", "replace")

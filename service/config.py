@@ -49,7 +49,8 @@ class Settings(BaseModel):
     # Bearer-token authentication on every door (service/auth.py); empty = off
     auth_token: str = ""
     auth_token_file: str = ""  # e.g. a mounted Kubernetes secret
-    auth_public_paths: str = ("/livez,/readyz,/metrics,/v2/health/live,/v2/health/ready")
+    auth_public_paths: str = ("/livez,/readyz,/metrics,/v2/health/live,/v2/health/ready,"
+                              "/ui,/ui/*")
     # Garbage collection tuned for serving (benchmarks P2/P4/P6): after start-up every object
     # alive (modules, BentoML, the model) is frozen out of the collector's reach, and the
     # youngest generation is collected every this many allocations instead of 700. Python's

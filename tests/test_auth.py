@@ -44,6 +44,9 @@ def test_http_api_needs_the_token(server):
     for path in ("/livez", "/readyz", "/metrics", "/v2/health/ready"):
         assert httpx.get(server.url + path).status_code == 200, path
     assert httpx.get(server.url + "/docs.json").status_code == 401  # the API's description too
+    for path in ("/ui/", "/ui/explorer.js"):  # the explorer's static files: no data, public
+        assert httpx.get(server.url + path).status_code == 200, path
+    assert httpx.get(server.url + "/ui/../docs.json").status_code in (401, 404)
     assert 'reason="unauthorized"' in httpx.get(server.url + "/metrics").text
 
 
@@ -77,4 +80,7 @@ def test_auth_settings(tmp_path):
         BearerAuth.from_settings(Settings(auth_token_file=str(tmp_path / "missing")))
     auth = BearerAuth.from_settings(Settings(auth_token=TOKEN, auth_public_paths="/livez"))
     assert auth.allows("/livez", None) and not auth.allows("/readyz", None)
+    auth = BearerAuth.from_settings(Settings(auth_token=TOKEN, auth_public_paths="/ui,/ui/*"))
+    assert auth.allows("/ui", None) and auth.allows("/ui/api.js", None)
+    assert not auth.allows("/uix", None) and not auth.allows("/ui/../encode", None)
     assert auth.allows("/encode", f"Bearer {TOKEN}") and not auth.allows("/encode", TOKEN)
