@@ -214,3 +214,13 @@ def test_clicking_the_map_decodes_that_point(browser, served):
 def _shot(served, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     return SHOTS / f"{served.name}-{name}.png"
+
+
+def test_page_is_self_contained_under_a_strict_csp(served):
+    r = httpx.get(served.url + "/ui", follow_redirects=True)
+    assert r.status_code == 200 and "<canvas" in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    for name in ("api.js", "explorer.js", "explorer.css"):  # no CDN: every asset is ours
+        assert httpx.get(f"{served.url}/ui/{name}").status_code == 200, name
+    assert "http" not in r.text.replace("http-equiv", "")  # no absolute URL to elsewhere
