@@ -8,13 +8,13 @@ routes as plain text; rewriting error responses here gives clients one shape wha
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import time
 from http import HTTPStatus
 from typing import Any
 
+from service.accesslog import ACCESS_LOG
 from service.auth import CHALLENGE
 from service.errors import REQUEST_STATE
 from service.metrics import ERRORS, series
@@ -91,18 +91,6 @@ def error_message(body: bytes, status: int) -> dict[str, Any]:
     return {"error": text or HTTPStatus(status).phrase}
 
 
-def json_logger() -> logging.Logger:
-    """One JSON object per request on stderr, with the request ID (VAE_ACCESS_LOG=json)."""
-    logger = logging.getLogger("vae.access")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    return logger
-
-
 class ApiMiddleware:
     def __init__(self, app: Any, endpoints: set[str], max_body_bytes: int,
                  max_concurrency: int = 0, json_access_log: bool = False,
@@ -110,7 +98,7 @@ class ApiMiddleware:
         self.app = app
         self.auth = auth  # service/auth.py BearerAuth, or None
         self.fast_path = fast_path  # service/fastpath.py: the JSON API without BentoML's router
-        self.access_log = json_logger() if json_access_log else None
+        self.access_log = ACCESS_LOG if json_access_log else None
         self.endpoints = endpoints
         self.max_body_bytes = max_body_bytes
         ADMISSION.limit = max_concurrency
@@ -143,9 +131,9 @@ class ApiMiddleware:
             metrics.requests(status).inc()
             metrics.latency.observe(elapsed)
             if self.access_log is not None:
-                self.access_log.info(json.dumps({
+                self.access_log.write({
                     "ts": time.time(), "request_id": rid, "method": scope["method"],
-                    "path": scope["path"], "status": status, "ms": round(1000 * elapsed, 3)}))
+                    "path": scope["path"], "status": status, "ms": round(1000 * elapsed, 3)})
             if status >= 400:
                 ERRORS.labels(endpoint, REASONS.get(status, "internal" if status >= 500
                                                     else "other"), "http").inc()

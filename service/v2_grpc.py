@@ -10,7 +10,6 @@ that nothing else holds the port: SO_REUSEPORT would otherwise share it silently
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import time
@@ -23,11 +22,12 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pbg
 
 from service import oip
+from service.accesslog import ACCESS_LOG
 from service.auth import BearerAuth
 from service.config import Settings
 from service.errors import ApiError, BadInput, LimitExceeded
 from service.metrics import ERRORS, series
-from service.middleware import ADMISSION, json_logger
+from service.middleware import ADMISSION
 from service.oip import Tensor
 
 log = logging.getLogger("vae.grpc")
@@ -125,10 +125,10 @@ def rpc(label: Callable[[Any], str], admit: bool = False) -> Callable:
                 if code is not Code.OK:
                     ERRORS.labels(endpoint, REASONS.get(code, "internal"), "grpc").inc()
                 if self.access_log:
-                    json_logger().info(json.dumps({
+                    ACCESS_LOG.write({
                         "ts": time.time(), "protocol": "grpc", "method": type(request).__name__,
                         "path": endpoint, "status": code.name, "peer": context.peer(),
-                        "ms": round(1000 * (time.perf_counter() - t0), 3)}))
+                        "ms": round(1000 * (time.perf_counter() - t0), 3)})
         return wrapper
     return deco
 

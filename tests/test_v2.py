@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -257,5 +258,6 @@ def test_grpc_deadline_and_http_compression(server, clients, dims):
     assert r.as_numpy("x").shape == (1, *shape)
     assert g.is_server_ready()
     # the JSON access log (the default) has a line per RPC too, with its status code
+    time.sleep(0.5)  # the access log is flushed within 0.2 s
     log = server.output()
-    assert '"protocol": "grpc"' in log and '"status": "DEADLINE_EXCEEDED"' in log
+    assert '"protocol":"grpc"' in log and '"status":"DEADLINE_EXCEEDED"' in log
