@@ -65,6 +65,7 @@ bench-p1: install
 	  --checkpoint runs/mnist/checkpoint.pt
 
 serve: model
+	@echo "serving on http://$(HOST):$(PORT) (the latent explorer: http://$(HOST):$(PORT)/ui/)"
 	$(BIN)/bentoml serve service.app:VAEService --host $(HOST) --port $(PORT)
 
 # Serving benchmarks P2-P5 (docs/BENCHMARKS.md): needs both models (make model-mnist is the long
