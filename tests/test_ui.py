@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import shutil
 import time
 from pathlib import Path
@@ -45,7 +46,11 @@ def served(request, trained, tmp_path_factory):
     if request.param == "mnist":
         if not MNIST_DIR.is_dir():
             pytest.skip(f"{MNIST_DIR} is absent")
-        repo, name = _mnist_repo(tmp_path_factory.mktemp("ui-mnist")), "mnist"
+        # VAE_UI_REPOSITORY=models: the real MNIST model (`make model-mnist`), for README's
+        # screenshot; by default a 1-epoch model trained here
+        repo = Path(os.environ.get("VAE_UI_REPOSITORY") or
+                    _mnist_repo(tmp_path_factory.mktemp("ui-mnist")))
+        name = "mnist"
     else:
         repo, name = trained["repository"], "digits"
     with Server(repo, {"VAE_MODEL_NAME": name}) as srv:
