@@ -70,15 +70,36 @@ class DecoderGraph(nn.Module):
         return torch.sigmoid(raw), self.vae.obs_logvar.expand_as(raw) + 0.0 * raw
 
 
+def _pool_matrix(size: int, out: int) -> torch.Tensor:
+    """Adaptive average pooling along one axis as a fixed [out, size] averaging matrix."""
+    m = torch.zeros(out, size)
+    for i in range(out):
+        start, end = (i * size) // out, -(-((i + 1) * size) // out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
 class FeatureGraph(nn.Module):
-    """The feature network: x -> its embedding (feature-FID space) and class logits."""
+    """The feature network: x -> its embedding (feature-FID space) and class logits. Its
+    adaptive pooling becomes two fixed matrix products (the input size is fixed per model), which
+    both exporters accept; the legacy one refuses adaptive pooling to a non-divisor size."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
+        h, w = net.shape[1], net.shape[2]
+        for _ in range(2):  # the two stride-2 convs (kernel 4, padding 1): floor halving
+            h, w = h // 2, w // 2
+        out = net.embed[0].output_size
+        out_h, out_w = (out, out) if isinstance(out, int) else out
+        self.register_buffer("pool_h", _pool_matrix(h, out_h))
+        self.register_buffer("pool_w", _pool_matrix(w, out_w))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.net.features(x)[-1]
+        for block in self.net.blocks:
+            x = block(x)
+        pooled = torch.einsum("oh,nchw,pw->ncop", self.pool_h, x, self.pool_w)
+        emb = self.net.embed[3](self.net.embed[2](pooled.flatten(1)))  # Linear, ReLU
         return emb, self.net.head(emb)
 
 
@@ -92,8 +113,8 @@ def export_feature_net(payload: dict, stage: Path, x: np.ndarray,
     export_graph(FeatureGraph(net), torch.rand(2, *net.shape), path, "x", ["embedding", "logits"])
     entry = graph_entry(path, check_graph(path))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        want = FeatureGraph(net)(torch.from_numpy(x[:256]))[0].numpy()
+    with torch.no_grad():  # against the network itself, not the export module
+        want = net.features(torch.from_numpy(x[:256]))[-1].numpy()
     got = sess.run(["embedding"], {"x": x[:256]})[0]
     if float(np.abs(got - want).max()) > 1e-4:
         raise ValueError(f"feature network parity failed: {np.abs(got - want).max():.2e}")

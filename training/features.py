@@ -58,9 +58,15 @@ class FeatureNet(nn.Module):
 def train_feature_net(x: np.ndarray, y: np.ndarray, epochs: int = 0, seed: int = 0,
                       batch: int = 128, quiet: bool = True) -> tuple[FeatureNet, dict]:
     """Fit the classifier on (x, y) with light shift augmentation; returns it frozen, in eval.
-    epochs = 0 picks enough for small data sets too: 8, or more to make 1,000 steps."""
-    torch.manual_seed(seed)
-    epochs = epochs or max(8, -(-1000 // -(-len(x) // batch)))
+    epochs = 0 picks enough for small data sets too: 8, or more to make 1,000 steps. The global
+    RNG is left as it was: a VAE trains the same whether its feature net was trained or loaded."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return _fit(x, y, epochs or max(8, -(-1000 // -(-len(x) // batch))), seed, batch, quiet)
+
+
+def _fit(x: np.ndarray, y: np.ndarray, epochs: int, seed: int, batch: int,
+         quiet: bool) -> tuple[FeatureNet, dict]:
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
     net = FeatureNet(list(x.shape[1:]), int(y.max()) + 1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -108,7 +114,8 @@ def feature_net_from_payload(payload: dict) -> FeatureNet:
     if payload.get("format") != FORMAT:
         raise ValueError(f"feature network format {payload.get('format')!r}, this code reads "
                          f"{FORMAT!r}: delete the file to train a new one")
-    net = FeatureNet(payload["shape"], payload["classes"])
+    with torch.random.fork_rng():  # a module's random init would move the caller's RNG
+        net = FeatureNet(payload["shape"], payload["classes"])
     net.load_state_dict(payload["state_dict"])
     return freeze(net)
 
