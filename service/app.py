@@ -267,4 +267,5 @@ VAEService.add_asgi_middleware(ApiMiddleware, endpoints=ENDPOINTS,
                                auth=BearerAuth.from_settings(SETTINGS),
                                max_body_bytes=SETTINGS.max_body_bytes,
                                max_concurrency=SETTINGS.max_concurrency,
-                               json_access_log=SETTINGS.access_log == "json")
+                               json_access_log=SETTINGS.access_log == "json",
+                               serve_metrics=not SETTINGS.bentoml_metrics)

@@ -38,6 +38,10 @@ class Settings(BaseModel):
     # json (default): one JSON line per request with its request ID, about 40 % cheaper per small
     # request than BentoML's access log middleware (benchmark P2); bentoml: BentoML's format
     access_log: Literal["bentoml", "json", "off"] = "json"
+    # BentoML's own traffic series (bentoml_service_request_*) duplicate vae_requests /
+    # vae_request_duration_seconds and its middleware cost ~18 % of a one-item /encode
+    # (benchmark P2): off by default, /metrics is then served by the API middleware
+    bentoml_metrics: bool = False
     max_concurrency: int = Field(256, ge=0)  # in-flight API requests per worker; 0 = no limit
     batching: bool = True  # merge concurrent requests' rows per graph
     batch_max_rows: int = Field(256, ge=1)
@@ -88,6 +92,7 @@ def bentoml_config(st: Settings) -> dict:
         "workers": st.workers,
         "threads": st.threads,
         "traffic": {"timeout": st.timeout_s},
+        "metrics": {"enabled": st.bentoml_metrics},
         "logging": {"access": {"enabled": st.access_log == "bentoml"}},
         "tracing": {"sample_rate": st.tracing_sample_rate,
                     # tracing off: no path gets OpenTelemetry's per-request span work at all

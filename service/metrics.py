@@ -7,9 +7,17 @@ multiprocess mode, and Info/Enum (unsupported there) are expressed as a labelled
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 # Buckets reach past 10 s: a large batch on a busy CPU is slow, and it must still be visible.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -66,3 +74,14 @@ def series(endpoint: str, protocol: str = "http") -> _Series:
     if key not in _SERIES:
         _SERIES[key] = _Series(endpoint, protocol)
     return _SERIES[key]
+
+
+def render_metrics() -> bytes:
+    """The Prometheus text of every worker's series (what BentoML's /metrics route gave when
+    its own metrics were on): the multiprocess files under PROMETHEUS_MULTIPROC_DIR, which
+    `bentoml serve` always sets, else this process's registry."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()

@@ -7,6 +7,7 @@ routes as plain text; rewriting error responses here gives clients one shape wha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,10 +15,12 @@ import time
 from http import HTTPStatus
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from service.accesslog import ACCESS_LOG
 from service.auth import CHALLENGE
 from service.errors import REQUEST_STATE
-from service.metrics import ERRORS, series
+from service.metrics import ERRORS, render_metrics, series
 from service.oip import MODELS
 
 Scope = dict[str, Any]
@@ -94,12 +97,13 @@ def error_message(body: bytes, status: int) -> dict[str, Any]:
 class ApiMiddleware:
     def __init__(self, app: Any, endpoints: set[str], max_body_bytes: int,
                  max_concurrency: int = 0, json_access_log: bool = False,
-                 fast_path: Any = None, auth: Any = None):
+                 fast_path: Any = None, auth: Any = None, serve_metrics: bool = False):
         self.app = app
         self.auth = auth  # service/auth.py BearerAuth, or None
         self.fast_path = fast_path  # service/fastpath.py: the JSON API without BentoML's router
         self.access_log = ACCESS_LOG if json_access_log else None
         self.endpoints = endpoints
+        self.serve_metrics = serve_metrics  # GET /metrics here when BentoML's route is off
         self.max_body_bytes = max_body_bytes
         ADMISSION.limit = max_concurrency
 
@@ -162,6 +166,16 @@ class ApiMiddleware:
                                      respond_error, v2)
             finally:
                 ADMISSION.leave()
+            return
+        if self.serve_metrics and path == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            body = await asyncio.to_thread(render_metrics)  # reads every worker's files
+            status_seen[0] = 200
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", CONTENT_TYPE_LATEST.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", rid.encode("latin-1"))]})
+            await send({"type": "http.response.body",
+                        "body": body if scope["method"] == "GET" else b""})
             return
         await self._forward(scope, receive, send, rid, status_seen)
 

@@ -225,6 +225,9 @@ def test_metrics_count_requests(client):
                                                               items) == 6
     assert _metric(after, "vae_request_duration_seconds_count", items) >= 4
     assert re.search(r'^vae_model_info\{.*version="1".*\} 1\.0$', after, re.M)
+    # served by the API middleware: BentoML's duplicate traffic series are off by default
+    assert "bentoml_service_request_total" not in after
+    assert client.get("/metrics").headers["content-type"].startswith("text/plain")
 
 
 def test_locust_smoke_has_no_failures(server, tmp_path):

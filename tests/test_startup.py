@@ -83,7 +83,8 @@ def test_operations_settings_json_log_cors_tracing(trained):
     with Server(trained["repository"], {"VAE_ACCESS_LOG": "json",
                                         "VAE_CORS_ORIGINS": "http://app.example",
                                         "VAE_TRACING_SAMPLE_RATE": "1.0",
-                                        "VAE_TRACING_EXPORTER": "in_memory"}) as srv:
+                                        "VAE_TRACING_EXPORTER": "in_memory",
+                                        "VAE_BENTOML_METRICS": "true"}) as srv:
         r = httpx.post(srv.url + "/sample", json={"n": 1}, headers={"X-Request-ID": "trace-me-1",
                                                                     "Origin": "http://app.example"})
         assert r.status_code == 200
@@ -100,6 +101,8 @@ def test_operations_settings_json_log_cors_tracing(trained):
         assert lines, srv.output()
         entry = _json.loads(lines[0][lines[0].index("{"):])
         assert entry["path"] == "/sample" and entry["status"] == 200
+        text = httpx.get(srv.url + "/metrics").text  # BentoML's route and series, when asked
+        assert "bentoml_service_request_total" in text and "vae_requests_total" in text
 
 
 def test_several_versions_and_selection(trained, tmp_path):
