@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from training import distributed as ddp
 from training.adversarial import Adversary
-from training.data import Dataset, load_dataset
+from training.data import Dataset, load_dataset, shift_augment
 from training.evaluate import elbo_terms, evaluate_all
 from training.features import accuracy, obtain_feature_net, perceptual_distance
 from training.model import VAE, ModelConfig, elbo_from_output, kl_weight
@@ -82,16 +82,6 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
-
-
-def shift_augment(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each image by a random integer offset in [-k, k]^2, zero-filled."""
-    n, _, h, w = x.shape
-    pad = torch.nn.functional.pad(x, (k, k, k, k))
-    dy, dx = (torch.randint(0, 2 * k + 1, (2, n), generator=gen))
-    rows = (torch.arange(h)[None] + dy[:, None])[:, :, None]  # [n, h, 1]
-    cols = (torch.arange(w)[None] + dx[:, None])[:, None, :]  # [n, 1, w]
-    return pad[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
 
 
 def model_config(cfg: TrainConfig, shape: list[int]) -> ModelConfig:
