@@ -170,12 +170,8 @@ class ApiMiddleware:
         if self.serve_metrics and path == "/metrics" and scope["method"] in ("GET", "HEAD"):
             body = await asyncio.to_thread(render_metrics)  # reads every worker's files
             status_seen[0] = 200
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", CONTENT_TYPE_LATEST.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", rid.encode("latin-1"))]})
-            await send({"type": "http.response.body",
-                        "body": body if scope["method"] == "GET" else b""})
+            await self._send(send, 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())],
+                             body, rid, head=scope["method"] == "HEAD")
             return
         await self._forward(scope, receive, send, rid, status_seen)
 
@@ -204,11 +200,8 @@ class ApiMiddleware:
                 await self._send_json(send, status, {**json.loads(data), "request_id": rid},
                                       rid)
                 return
-            await send({"type": "http.response.start", "status": status, "headers": [
-                *((k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()),
-                (b"content-length", str(len(data)).encode()),
-                (b"x-request-id", rid.encode("latin-1"))]})
-            await send({"type": "http.response.body", "body": data})
+            await self._send(send, status, [(k.encode("latin-1"), v.encode("latin-1"))
+                                            for k, v in out_headers.items()], data, rid)
             return
         receive = self._replay(body, receive)
         await self._forward(scope, receive, send, rid, status_seen)
@@ -277,8 +270,14 @@ class ApiMiddleware:
                 if k.lower() not in (b"content-length", b"content-type")]
         if status in (429, 503) and not any(k.lower() == b"retry-after" for k, _ in keep):
             keep.append((b"retry-after", b"1"))
-        headers = [*keep, (b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode()),
-                   (b"x-request-id", rid.encode("latin-1"))]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await ApiMiddleware._send(send, status, [*keep, (b"content-type", b"application/json")],
+                                  body, rid)
+
+    @staticmethod
+    async def _send(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+                    rid: str, head: bool = False) -> None:
+        """A whole response: the given headers plus content-length and the request ID."""
+        await send({"type": "http.response.start", "status": status, "headers": [
+            *headers, (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", rid.encode("latin-1"))]})
+        await send({"type": "http.response.body", "body": b"" if head else body})

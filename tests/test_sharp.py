@@ -101,10 +101,9 @@ def test_generator_term_reaches_the_decoder_not_the_discriminator(digits):
 
 def test_discriminator_is_spectrally_normalised():
     d = Discriminator([1, 28, 28])
-    w = d.net[0].weight  # the parametrized (normalised) weight
-    sigma = torch.linalg.matrix_norm(w.flatten(1), ord=2)
     for _ in range(20):  # power iteration converges over forward passes in training mode
         d(torch.rand(4, 1, 28, 28))
+    # the parametrized (normalised) weight's largest singular value
     sigma = torch.linalg.matrix_norm(d.net[0].weight.flatten(1), ord=2)
     assert sigma.item() == pytest.approx(1.0, abs=0.05)
 

@@ -108,11 +108,13 @@ def interpolation_smoothness(model: VAE, mu: torch.Tensor, pairs: int = 100, ste
 
 @torch.no_grad()
 def sharpness_metrics(model: VAE, fnet: FeatureNet, x_train: torch.Tensor,
-                      x_held: torch.Tensor, seed: int = 0) -> dict[str, float]:
+                      x_held: torch.Tensor, mu_held: torch.Tensor,
+                      seed: int = 0) -> dict[str, float]:
+    """mu_held: the held-out items' posterior means, which evaluate_all has already."""
     n = len(x_held)
     gen = torch.Generator().manual_seed(seed)
     samples = model.decode(torch.randn(n, model.cfg.latent_dim, generator=gen))
-    recon = model.decode(encode_mu(model, x_held))
+    recon = model.decode(mu_held)
     held_emb = embeddings(fnet, x_held)
     edge_held = max(edge_magnitude(x_held), 1e-12)
     return {
@@ -141,5 +143,5 @@ def evaluate_all(model: VAE, x_train: torch.Tensor, y_train: np.ndarray | None,
         m["knn5_accuracy"] = knn_accuracy(mu_train.numpy(), y_train, mu_held.numpy(), y_held)
     m["interp_smoothness"] = interpolation_smoothness(model, mu_held)
     if fnet is not None:
-        m.update(sharpness_metrics(model, fnet, x_train, x_held))
+        m.update(sharpness_metrics(model, fnet, x_train, x_held, mu_held))
     return m

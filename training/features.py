@@ -103,11 +103,14 @@ def accuracy(net: FeatureNet, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred.numpy() == y).mean())
 
 
-def save_feature_net(net: FeatureNet, path: str | Path, info: dict) -> None:
+def save_feature_net(net: FeatureNet, path: str | Path, info: dict) -> dict:
+    """Writes the network's payload (what the checkpoint embeds too) and returns it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT, "shape": net.shape, "classes": net.classes,
-                "state_dict": net.state_dict(), "info": info}, path)
+    payload = {"format": FORMAT, "shape": net.shape, "classes": net.classes,
+               "state_dict": net.state_dict(), "info": info}
+    torch.save(payload, path)
+    return payload
 
 
 def feature_net_from_payload(payload: dict) -> FeatureNet:
@@ -140,8 +143,7 @@ def obtain_feature_net(path: str | Path, x: np.ndarray, y: np.ndarray | None, ep
         raise SystemExit("the feature network is a classifier: it needs labelled data "
                          "(or an existing --feature-net file)")
     net, info = train_feature_net(x, y, epochs, seed)
-    save_feature_net(net, path, info)
-    return net, load_feature_net(path)[1]
+    return net, save_feature_net(net, path, info)
 
 
 def perceptual_distance(net: FeatureNet, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

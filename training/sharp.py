@@ -94,7 +94,8 @@ def pictures(out: Path, names: list[str], figures: Path, data_path: str) -> None
             panels.append((n, imgs.numpy()))
         for ax, (title, imgs) in zip(axes[0], panels, strict=True):
             cols = 4
-            grid = imgs[:, 0].reshape(-1, cols, 28, 28).transpose(0, 2, 1, 3).reshape(-1, cols * 28)
+            h, w = imgs.shape[2:]
+            grid = imgs[:, 0].reshape(-1, cols, h, w).transpose(0, 2, 1, 3).reshape(-1, cols * w)
             ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
             ax.set_title(title)
             ax.axis("off")

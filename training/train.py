@@ -153,11 +153,11 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             out_b, mu, logvar = net(xb)
             loss, rec, kl = elbo_from_output(model, out_b, mu, logvar, xb, beta, cfg.free_bits)
             perc = adv_g = adv_d = torch.zeros(())
+            x_rec = torch.sigmoid(out_b)  # the decoded mean both sharpening terms judge
             if cfg.perceptual_weight > 0:
-                perc = perceptual_distance(fnet, torch.sigmoid(out_b), xb).mean()
+                perc = perceptual_distance(fnet, x_rec, xb).mean()
                 loss = loss + cfg.perceptual_weight * perc
             if adversary is not None and adversary.active(state["step"]):
-                x_rec = torch.sigmoid(out_b)
                 x_prior = model.decode(torch.randn(len(xb), cfg.latent_dim, generator=gen))
                 adv_d = torch.tensor(adversary.d_step(xb, x_rec, x_prior))
                 adv_g = adversary.g_loss(x_rec, x_prior).mean()
