@@ -27,7 +27,7 @@ from service.engine import ModelRuntime, ModelSet
 from service.errors import ApiError, BadInput, LimitExceeded
 from service.fastpath import FastPath
 from service.live import RepositoryWatcher
-from service.metrics import ITEMS, MODEL_INFO, MODEL_LOAD_SECONDS
+from service.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, series
 from service.middleware import ApiMiddleware
 from service.tensors import decode_images, decode_latents, encode_images
 from service.ui_app import make_ui_app
@@ -145,7 +145,7 @@ class VAEService:
         if samples > 0:
             eps = latent.draw_eps(seed, (len(x), samples, rt.latent_dim))
             out["z"] = latent.sample_posterior(mu, logvar, eps)
-        ITEMS.labels("/encode", "http").inc(len(x))
+        series("/encode").items.inc(len(x))
         return respond(out)
 
     @bentoml.api(route="/decode")
@@ -153,7 +153,7 @@ class VAEService:
                version: Version = None) -> dict[str, Any]:
         rt = self.models.get(version)
         zs = decode_latents(z, "z", rt.latent_dim, SETTINGS.max_items)
-        ITEMS.labels("/decode", "http").inc(len(zs))
+        series("/decode").items.inc(len(zs))
         return respond({"outputs": encode_images(await rt.adecode(zs), output_format)})
 
     @bentoml.api(route="/sample")
@@ -167,7 +167,7 @@ class VAEService:
         _limit("n", n, SETTINGS.max_n)
         rt = self.models.get(version)
         z = np.float32(temperature) * latent.draw_eps(seed, (n, rt.latent_dim))
-        ITEMS.labels("/sample", "http").inc(n)
+        series("/sample").items.inc(n)
         return respond({"z": z, "outputs": encode_images(await rt.adecode(z), output_format)})
 
     @bentoml.api(route="/interpolate")
@@ -196,7 +196,7 @@ class VAEService:
                            f"items exceed the limit of {SETTINGS.max_items} per request")
         path = latent.interpolate(a, b, steps, method)
         x = (await rt.adecode(path.reshape(-1, rt.latent_dim))).reshape(len(a), steps, *rt.shape)
-        ITEMS.labels("/interpolate", "http").inc(len(a) * steps)
+        series("/interpolate").items.inc(len(a) * steps)
         return respond({"z": path, "outputs": encode_images(x, output_format)})
 
     @bentoml.api(route="/reconstruct")
@@ -208,7 +208,7 @@ class VAEService:
         x = self._images(rt, inputs, "inputs")
         mu, logvar = await rt.aencode(x)
         z = latent.sample_posterior(mu, logvar, latent.draw_eps(seed, mu.shape)) if sample else mu
-        ITEMS.labels("/reconstruct", "http").inc(len(x))
+        series("/reconstruct").items.inc(len(x))
         return respond({"outputs": encode_images(await rt.adecode(z), output_format)})
 
     @bentoml.api(route="/score")
@@ -227,7 +227,7 @@ class VAEService:
         neg_elbo, nll = scoring.score_decoded(x, mu, logvar, z, rt.manifest.likelihood, out)
         ref = rt.reference
         pct = None if ref is None else scoring.percentile(neg_elbo, ref["neg_elbo_sorted"])
-        ITEMS.labels("/score", "http").inc(len(x))
+        series("/score").items.inc(len(x))
         return respond({"neg_elbo": neg_elbo, "nll_iwae": nll, "percentile": pct})
 
     @bentoml.api(route="/latent_map")
@@ -268,4 +268,8 @@ VAEService.add_asgi_middleware(ApiMiddleware, endpoints=ENDPOINTS,
                                max_body_bytes=SETTINGS.max_body_bytes,
                                max_concurrency=SETTINGS.max_concurrency,
                                json_access_log=SETTINGS.access_log == "json",
-                               serve_metrics=not SETTINGS.bentoml_metrics)
+                               serve_metrics=not SETTINGS.bentoml_metrics,
+                               # tracing and BentoML's metrics must see every call
+                               front_door=SETTINGS.tracing_sample_rate == 0
+                               and not SETTINGS.bentoml_metrics,
+                               timeout_s=SETTINGS.timeout_s)

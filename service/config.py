@@ -91,7 +91,9 @@ def bentoml_config(st: Settings) -> dict:
         "name": "vae",
         "workers": st.workers,
         "threads": st.threads,
-        "traffic": {"timeout": st.timeout_s},
+        # API calls time out in the API middleware at timeout_s (504 with the request ID);
+        # BentoML's own timeout, a second later, bounds the other routes
+        "traffic": {"timeout": st.timeout_s + 1},
         "metrics": {"enabled": st.bentoml_metrics},
         "logging": {"access": {"enabled": st.access_log == "bentoml"}},
         "tracing": {"sample_rate": st.tracing_sample_rate,

@@ -27,6 +27,8 @@ from service.errors import REQUEST_STATE, ApiError
 from service.v2_rest import HEADER, run_infer
 
 log = logging.getLogger("vae.fastpath")
+RawHeaders = list[tuple[bytes, bytes]]
+JSON_HEADERS: RawHeaders = [(b"content-type", b"application/json")]
 V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 
 
@@ -50,8 +52,8 @@ class FastPath:
         return path in self.routes or V2_INFER.fullmatch(path) is not None
 
     async def __call__(self, path: str, body: bytes,
-                       headers: dict[bytes, bytes]) -> tuple[int, bytes, dict[str, str]]:
-        """-> (status, body, headers); errors as the contract's {"error": ...}."""
+                       headers: dict[bytes, bytes]) -> tuple[int, bytes, RawHeaders]:
+        """-> (status, body, headers but content-length); errors as {"error": ...}."""
         svc = self.instance()
         if svc is None:  # not started yet: the same answer as not ready
             return _error(503, "the service is starting")
@@ -61,8 +63,7 @@ class FastPath:
         try:
             data = strict.model_validate_json(body or b"{}")
         except ValidationError as exc:
-            return 400, json.dumps(_validation_body(exc)).encode(), {
-                "content-type": "application/json"}
+            return 400, json.dumps(_validation_body(exc)).encode(), JSON_HEADERS
         kwargs = {k: getattr(data, k) for k in type(data).model_fields}
         func = method.func
         try:
@@ -80,7 +81,7 @@ class FastPath:
         return _answer(out)
 
     async def _v2(self, svc: Any, model: str, version: str | None, body: bytes,
-                  headers: dict[bytes, bytes]) -> tuple[int, bytes, dict[str, str]]:
+                  headers: dict[bytes, bytes]) -> tuple[int, bytes, RawHeaders]:
         def get(name: str) -> str | None:
             value = headers.get(name.lower().encode())
             return None if value is None else value.decode("latin-1")
@@ -95,18 +96,17 @@ class FastPath:
         return _answer(out)
 
 
-def _answer(out: Response) -> tuple[int, bytes, dict[str, str]]:
-    extra = {k: v for k, v in out.headers.items() if k not in ("content-length",
-                                                                "content-type")}
-    return out.status_code, bytes(out.body), {
-        "content-type": out.media_type or "application/json", **extra}
+def _answer(out: Response) -> tuple[int, bytes, RawHeaders]:
+    """A Response's parts as the middleware sends them (it adds content-length itself)."""
+    return out.status_code, bytes(out.body), [h for h in out.raw_headers
+                                              if h[0] != b"content-length"]
 
 
-def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
+def _error(status: int, message: str) -> tuple[int, bytes, RawHeaders]:
     state = REQUEST_STATE.get()
     if state is not None:
         state["error"], state["status"] = message, status
-    return status, json.dumps({"error": message}).encode(), {"content-type": "application/json"}
+    return status, json.dumps({"error": message}).encode(), JSON_HEADERS
 
 
 def _validation_body(exc: ValidationError) -> dict:

@@ -58,6 +58,14 @@ class _Series:
         self.in_flight = IN_FLIGHT.labels(endpoint, protocol)
         self.latency = LATENCY.labels(endpoint, protocol)
         self._requests: dict[object, Any] = {}
+        self._items: Any = None
+
+    @property
+    def items(self) -> Any:
+        """The vae_items child, created on first use (no zero series for other routes)."""
+        if self._items is None:
+            self._items = ITEMS.labels(self.endpoint, self.protocol)
+        return self._items
 
     def requests(self, status: object) -> Any:
         if status not in self._requests:

@@ -16,7 +16,7 @@ from service import latent
 from service.config import Settings
 from service.engine import ModelRuntime, ModelSet
 from service.errors import BadInput, LimitExceeded, ModelNotFound, NotReady, VersionNotFound
-from service.metrics import ITEMS
+from service.metrics import series
 
 # V2 datatype <-> numpy, for decoding whatever a client sends (each model then checks its own).
 DTYPES: dict[str, np.dtype] = {
@@ -192,11 +192,11 @@ async def infer(rt: ModelRuntime, model: str, tensors: list[Tensor], params: dic
             raise BadInput(f"x: values must lie in [{lo}, {hi}], got "
                            f"[{float(x.min()):.4g}, {float(x.max()):.4g}]")
         mu, logvar = await rt.aencode(x)
-        ITEMS.labels(endpoint, protocol).inc(len(x))
+        series(endpoint, protocol).items.inc(len(x))
         return {"mu": mu, "logvar": logvar}
     if model == "decoder":
         z = inp.rows("z", settings)
-        ITEMS.labels(endpoint, protocol).inc(len(z))
+        series(endpoint, protocol).items.inc(len(z))
         return {"x": await rt.adecode(z)}
     if model == "sample":
         n, temp, seed = inp.scalar("n"), inp.scalar("temperature", 1.0), inp.scalar("seed")
@@ -209,7 +209,7 @@ async def infer(rt: ModelRuntime, model: str, tensors: list[Tensor], params: dic
         if seed is not None and seed < 0:
             raise BadInput(f"seed: {seed} must be >= 0")
         z = np.float32(temp) * latent.draw_eps(seed, (n, rt.latent_dim))
-        ITEMS.labels(endpoint, protocol).inc(n)
+        series(endpoint, protocol).items.inc(n)
         return {"z": z, "x": await rt.adecode(z)}
     a, b = inp.rows("start_z", settings), inp.rows("end_z", settings)
     steps, method = inp.scalar("steps"), params.get("method", "lerp")
@@ -224,5 +224,5 @@ async def infer(rt: ModelRuntime, model: str, tensors: list[Tensor], params: dic
                             f"{settings.max_steps} steps and {settings.max_items} decoded items")
     path = latent.interpolate(a, b, steps, method)
     x = await rt.adecode(path.reshape(-1, rt.latent_dim))
-    ITEMS.labels(endpoint, protocol).inc(len(a) * steps)
+    series(endpoint, protocol).items.inc(len(a) * steps)
     return {"z": path, "x": x.reshape(len(a), steps, *rt.shape)}

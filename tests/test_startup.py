@@ -155,3 +155,27 @@ def test_two_workers_metrics_add_up(trained):
                           text, re.M)
         assert items and float(items.group(1)) == 48
         assert len(re.findall(r"^vae_model_info\{", text, re.M)) == 1  # one series, max-merged
+
+
+@pytest.mark.parametrize("tracing", ["0", "1.0"])
+def test_request_timeout_answers_504_and_the_server_stays_up(trained, tracing):
+    """VAE_TIMEOUT_S bounds an API call whichever door it takes (in front of BentoML's stack
+    with tracing off, through it with tracing on), answered by the API middleware with the
+    request ID and counted. A batch wait longer than the timeout makes the request late."""
+    import httpx
+
+    with Server(trained["repository"], {"VAE_TIMEOUT_S": "1", "VAE_BATCH_MAX_WAIT_MS": "2500",
+                                        "VAE_TRACING_SAMPLE_RATE": tracing,
+                                        "VAE_TRACING_EXPORTER": "in_memory"}) as srv:
+        r = httpx.post(srv.url + "/encode", json={"inputs": [[0.5] * 64]},
+                       headers={"X-Request-ID": "late-1"}, timeout=10)
+        assert r.status_code == 504, r.text
+        assert r.json() == {"error": "Not able to process the request in 1 seconds",
+                            "request_id": "late-1"}
+        assert r.headers["x-request-id"] == "late-1"
+        assert httpx.get(srv.url + "/livez").status_code == 200
+        metrics = httpx.get(srv.url + "/metrics").text
+        assert 'vae_errors_total{endpoint="/encode",protocol="http",reason="timeout"} 1.0' \
+            in metrics, metrics
+        assert 'vae_requests_total{endpoint="/encode",protocol="http",status="504"} 1.0' \
+            in metrics
