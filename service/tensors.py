@@ -105,11 +105,14 @@ def decode_images(value: Any, field: str, shape: list[int], value_range: tuple[f
     _check_items(arr, field, max_items)
     arr = arr.reshape(arr.shape[0], c, h, w)
     lo, hi = value_range
-    if not np.isfinite(arr).all():
-        raise BadInput(f"{field}: values must be finite (no NaN or Inf)")
-    if arr.min() < lo or arr.max() > hi:
+    low, high = arr.min(), arr.max()
+    inside = lo <= low and high <= hi  # NaN fails both comparisons: with finite bounds this
+    if not inside or not (math.isfinite(lo) and math.isfinite(hi)):  # one test catches all
+        if not np.isfinite(arr).all():
+            raise BadInput(f"{field}: values must be finite (no NaN or Inf)")
+    if not inside:
         raise BadInput(f"{field}: values must lie in [{lo}, {hi}], got "
-                       f"[{float(arr.min()):.4g}, {float(arr.max()):.4g}]")
+                       f"[{float(low):.4g}, {float(high):.4g}]")
     return np.ascontiguousarray(arr)
 
 
