@@ -8,6 +8,7 @@ routes as plain text; rewriting error responses here gives clients one shape wha
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.accesslog import ACCESS_LOG
 from service.auth import CHALLENGE
+from service.deadlines import Deadlines
 from service.errors import REQUEST_STATE
 from service.metrics import ERRORS, render_metrics, series
 from service.oip import MODELS
@@ -51,6 +53,9 @@ class Admission:
 
 
 ADMISSION = Admission()
+# Generated request IDs: 32 hex digits, a random half per process and a counter (unique
+# without a getrandom call per request)
+_RID_PREFIX, _RIDS = os.urandom(8).hex(), itertools.count(1)
 
 
 _V2_MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/[^/]+)?(?:/(ready|infer))?")
@@ -107,6 +112,7 @@ class ApiMiddleware:
         # API calls time out here, with the request ID and metrics (BentoML's TimeoutMiddleware
         # sits outside this middleware and is skipped by the front door; app.py sets it later)
         self.timeout_s = timeout_s
+        self.deadlines = Deadlines(timeout_s)
         self.access_log = ACCESS_LOG if json_access_log else None
         self.endpoints = endpoints
         self.serve_metrics = serve_metrics  # GET /metrics here when BentoML's route is off
@@ -122,7 +128,8 @@ class ApiMiddleware:
         if scope["path"] == "/v2":  # the V2 server-metadata route, without Starlette's 307
             scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or \
+            f"{_RID_PREFIX}{next(_RIDS):016x}"
         v2 = None if scope["path"] in self.endpoints else v2_endpoint(scope["path"])
         endpoint = v2 or (scope["path"] if scope["path"] in self.endpoints else "other")
         t0 = time.perf_counter()
@@ -194,15 +201,18 @@ class ApiMiddleware:
             await respond_error(429, ADMISSION.refusal())
             return
         if api_call:
+            task = self.deadlines.enter()
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    await self._call_api(scope, receive, send, headers, rid, status_seen,
-                                         respond_error, v2)
-            except TimeoutError:
+                await self._call_api(scope, receive, send, headers, rid, status_seen,
+                                     respond_error, v2)
+            except asyncio.CancelledError:
+                if not self.deadlines.timed_out(task):
+                    raise
                 if status_seen[0] == 499:  # nothing sent yet: say why, as BentoML's 504 does
                     await respond_error(504, f"Not able to process the request in "
                                              f"{self.timeout_s:g} seconds")
             finally:
+                self.deadlines.leave(task)
                 ADMISSION.leave()
             return
         if self.serve_metrics and path == "/metrics" and scope["method"] in ("GET", "HEAD"):
