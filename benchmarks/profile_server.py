@@ -1,6 +1,7 @@
 """Where a served request's time goes: py-spy samples the worker while wrk loads one endpoint
-(the P2 request by default). Writes a flame graph SVG and prints the functions holding the
-largest share of samples (inclusive), for docs/BENCHMARKS.md.
+(the P2 request by default; --grpc: V2 ModelInfer over gRPC from benchmarks/grpc_load.py, the
+P6 request). Writes a flame graph SVG and prints the functions holding the largest share of
+samples (inclusive), for docs/BENCHMARKS.md.
 
     python -m benchmarks.profile_server --repository models --model digits \
         --svg docs/images/profiles/p2.svg
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -47,14 +49,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="digits")
     p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--svg", default="results/profile.svg")
+    p.add_argument("--grpc", action="store_true", help="profile gRPC ModelInfer instead")
     a = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="vae-prof-"))
     manifest = json.loads(next((Path(a.repository) / a.model).glob("*/manifest.json"))
                           .read_text())
     body = json.dumps({"inputs": images(manifest["input"]["shape"], 1).tolist()}).encode()
+    shape = ",".join(str(v) for v in [1, *manifest["input"]["shape"]])
+
+    def load(seconds: int) -> dict:
+        if not a.grpc:
+            return wrk(srv.url + "/encode", body, 64, seconds, work)
+        out = subprocess.run(["taskset", "-c", "1", sys.executable, "-m",
+                              "benchmarks.grpc_load", srv.grpc, "--shape",
+                              shape, "--seconds", str(seconds)], capture_output=True,
+                             text=True, check=True).stdout
+        return json.loads(out)
+
     with start_bentoml(Path(a.repository), a.model, {}, work) as srv:
         worker = _children(srv.popen.pid)[-1]
-        wrk(srv.url + "/encode", body, 64, 2, work)
+        load(2)
         outputs = {"raw": work / "profile.txt", "flamegraph": Path(a.svg)}
         Path(a.svg).parent.mkdir(parents=True, exist_ok=True)
         for fmt, out in outputs.items():
@@ -62,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                                     str(a.seconds), "-r", "200", "-f", fmt, "-o", str(out),
                                     "--nonblocking"], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-            result = wrk(srv.url + "/encode", body, 64, a.seconds, work)
+            result = load(a.seconds)
             spy.wait()
     print(f"under load: {result['rps']:,.0f} req/s; flame graph: {a.svg}")
     print("| share of samples | function |\n|---|---|")

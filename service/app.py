@@ -27,7 +27,7 @@ from service.engine import ModelRuntime, ModelSet
 from service.errors import ApiError, BadInput, LimitExceeded
 from service.fastpath import FastPath
 from service.live import RepositoryWatcher
-from service.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, series
+from service.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, flush_metrics, series
 from service.middleware import ApiMiddleware
 from service.tensors import decode_images, decode_latents, encode_images
 from service.ui_app import make_ui_app
@@ -142,6 +142,7 @@ class VAEService:
         await self.watcher.stop()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=5)
+        flush_metrics()  # what the last 0.1 s observed (service/metrics.py)
 
     def __is_ready__(self) -> bool:
         # Loading verifies and warms every version in __init__; serving implies both are done.

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.errors import Overloaded
-from service.metrics import BATCH_REQUESTS, BATCH_ROWS, COMPUTE_SECONDS, QUEUE_SECONDS
+from service.metrics import (
+    BATCH_REQUESTS,
+    BATCH_ROWS,
+    COMPUTE_SECONDS,
+    QUEUE_SECONDS,
+    LazyHistogram,
+)
 
 
 class QueueFull(Overloaded):
@@ -49,10 +55,10 @@ class RowBatcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{graph}")
         self.task: asyncio.Task | None = None
         # metric children looked up once: .labels() costs as much as the observation
-        self.queue_seconds = QUEUE_SECONDS.labels(graph)
-        self.compute_seconds = COMPUTE_SECONDS.labels(graph)
-        self.batch_rows = BATCH_ROWS.labels(graph)
-        self.batch_requests = BATCH_REQUESTS.labels(graph)
+        self.queue_seconds = LazyHistogram(QUEUE_SECONDS.labels(graph))
+        self.compute_seconds = LazyHistogram(COMPUTE_SECONDS.labels(graph))
+        self.batch_rows = LazyHistogram(BATCH_ROWS.labels(graph))
+        self.batch_requests = LazyHistogram(BATCH_REQUESTS.labels(graph))
 
     async def submit(self, x: np.ndarray) -> list[np.ndarray]:
         """Run the graph on x [n, ...] within a merged batch; -> its outputs' rows for x."""

@@ -17,7 +17,7 @@ class Deadlines:
         self.tick = tick
         self.active: dict[asyncio.Task, float] = {}
         self.expired: set[asyncio.Task] = set()
-        self.sweeping = False
+        self.sweeping: asyncio.AbstractEventLoop | None = None  # the loop sweeping now
 
     def enter(self) -> asyncio.Task:
         """Start the clock for the current task (one request); pair with `leave`."""
@@ -25,8 +25,8 @@ class Deadlines:
         assert task is not None, "Deadlines.enter runs inside a task"
         loop = task.get_loop()
         self.active[task] = loop.time() + self.timeout_s
-        if not self.sweeping:
-            self.sweeping = True
+        if self.sweeping is not loop:
+            self.sweeping = loop
             loop.call_later(self.tick, self._sweep, loop)
         return task
 
@@ -50,6 +50,6 @@ class Deadlines:
                 del self.active[task]
                 self.expired.add(task)
                 task.cancel()
-        self.sweeping = bool(self.active)
-        if self.sweeping:
+        self.sweeping = loop if self.active else None
+        if self.sweeping is not None:
             loop.call_later(self.tick, self._sweep, loop)

@@ -22,7 +22,7 @@ from service.accesslog import ACCESS_LOG
 from service.auth import CHALLENGE
 from service.deadlines import Deadlines
 from service.errors import REQUEST_STATE
-from service.metrics import ERRORS, render_metrics, series
+from service.metrics import ERRORS, flush_metrics, render_metrics, series
 from service.oip import MODELS
 
 Scope = dict[str, Any]
@@ -216,6 +216,7 @@ class ApiMiddleware:
                 ADMISSION.leave()
             return
         if self.serve_metrics and path == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            flush_metrics()  # this worker's held-back observations first
             body = await asyncio.to_thread(render_metrics)  # reads every worker's files
             status_seen[0] = 200
             await self._send(send, 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())],

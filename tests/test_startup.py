@@ -130,6 +130,7 @@ def test_two_workers_metrics_add_up(trained):
     """Two workers: HTTP and gRPC (each worker binds the gRPC port with SO_REUSEPORT) both
     answer on fresh connections, and /metrics adds up what both workers counted."""
     import re
+    import time
 
     import httpx
     import numpy as np
@@ -144,6 +145,7 @@ def test_two_workers_metrics_add_up(trained):
                     n = tg.InferInput("n", [1], "INT32")
                     n.set_data_from_numpy(np.array([2], np.int32))
                     assert g.infer("sample", [n]).as_numpy("x").shape[0] == 2
+            time.sleep(0.3)  # the other worker writes its files within 0.1 s (metrics.py)
             text = c.get("/metrics").text
         grpc_ok = re.search(r'^vae_requests_total\{endpoint="/v2/models/sample/infer",'
                             r'protocol="grpc",status="OK"\} (\S+)$', text, re.M)
