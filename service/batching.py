@@ -4,7 +4,8 @@ BentoML's adaptive batching takes one argument per API and reaches other endpoin
 through a pickling HTTP proxy (../shared/NOTES-bentoml.md), so each graph gets this small
 in-process batcher instead: an asyncio queue in front of the session. A batch closes when it
 holds `max_rows` rows or its first request has waited `max_wait_ms`; one batch per graph runs
-at a time, in a worker thread, so the event loop keeps accepting requests meanwhile. A request
+at a time, in a worker thread, so the event loop keeps accepting requests meanwhile (a run
+expected to be shorter than `inline_max_ms` runs in the loop: the hop would cost more). A request
 larger than `max_rows` runs alone (never split, so its rows see one consistent run). The queue
 is bounded in rows: past `max_queue_rows` a request is refused at once (503), not queued.
 """
@@ -43,8 +44,14 @@ class _Pending:
 
 class RowBatcher:
     def __init__(self, graph: str, run: Callable[[np.ndarray], list[np.ndarray]],
-                 max_rows: int, max_wait_ms: float, max_queue_rows: int):
+                 max_rows: int, max_wait_ms: float, max_queue_rows: int,
+                 inline_max_ms: float = 0.0):
         self.graph = graph
+        # A run expected to take less than this goes in the event loop itself: handing it to
+        # the thread and back costs ~20-50 µs and contends for the GIL (benchmarks P2, P6).
+        # The expectation: rows x a moving average of the measured seconds per row.
+        self.inline_max_s = inline_max_ms / 1000.0
+        self.row_seconds: float | None = None
         self.run = run
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000.0
@@ -106,14 +113,23 @@ class RowBatcher:
         for p in batch:
             self.queue_seconds.observe(start - p.queued_at)
         x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
+        inline = self.row_seconds is not None and self.row_seconds * rows < self.inline_max_s
         try:
-            outs = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, x)
+            if inline:  # cheaper than the thread hop it would take
+                outs = self.run(x)
+            else:
+                outs = await asyncio.get_running_loop().run_in_executor(self.executor,
+                                                                        self.run, x)
         except Exception as exc:  # a failed run fails its requests, never the loop
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        self.compute_seconds.observe(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        per_row = elapsed / rows  # an over-estimate for small batches (fixed cost): the safe side
+        self.row_seconds = per_row if self.row_seconds is None else \
+            0.9 * self.row_seconds + 0.1 * per_row
+        self.compute_seconds.observe(elapsed)
         self.batch_rows.observe(rows)
         self.batch_requests.observe(len(batch))
         offset = 0

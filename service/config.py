@@ -50,6 +50,10 @@ class Settings(BaseModel):
     # holds the first request up to this long for company.
     batch_max_wait_ms: float = Field(0.0, ge=0)
     max_queue_rows: int = Field(16384, ge=1)
+    # onnxruntime runs expected to take less than this many ms run in the event loop instead
+    # of the batcher's thread (the hop costs more than such a run; benchmarks P2, P6). 0: always
+    # the thread.
+    inline_run_ms: float = Field(1.0, ge=0)
     # Bearer-token authentication on every door (service/auth.py); empty = off
     auth_token: str = ""
     auth_token_file: str = ""  # e.g. a mounted Kubernetes secret

@@ -121,7 +121,8 @@ class ModelRuntime:
             run = self.run_encoder if graph == "encoder" else self.run_decoder
             self._batchers[graph] = RowBatcher(
                 graph, run, st.batch_max_rows if st.batching else 1,
-                st.batch_max_wait_ms if st.batching else 0.0, st.max_queue_rows)
+                st.batch_max_wait_ms if st.batching else 0.0, st.max_queue_rows,
+                st.inline_run_ms)
         return self._batchers[graph]
 
     async def aencode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

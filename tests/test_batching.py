@@ -58,6 +58,29 @@ def test_queue_limit_and_failures():
     asyncio.run(main())
 
 
+def test_short_runs_go_inline_long_runs_to_the_thread():
+    import threading
+    import time
+
+    async def main(inline_ms: float, work_s: float) -> list[bool]:
+        loop_thread, seen = threading.get_ident(), []
+
+        def run(x):
+            seen.append(threading.get_ident() == loop_thread)
+            time.sleep(work_s)
+            return [x]
+
+        b = RowBatcher("g", run, 8, 0.0, 100, inline_max_ms=inline_ms)
+        for _ in range(4):
+            await b.submit(np.ones((2, 3), np.float32))
+        return seen
+
+    # the first run measures (in the thread); a short one is then cheaper in the loop
+    assert asyncio.run(main(inline_ms=5.0, work_s=0.0)) == [False, True, True, True]
+    assert asyncio.run(main(inline_ms=5.0, work_s=0.01)) == [False] * 4  # too long: thread
+    assert asyncio.run(main(inline_ms=0.0, work_s=0.0)) == [False] * 4  # 0: never inline
+
+
 @pytest.fixture(scope="module")
 def tight_server(trained):
     with Server(trained["repository"], {"VAE_MAX_QUEUE_ROWS": "8", "VAE_BATCH_MAX_WAIT_MS":
