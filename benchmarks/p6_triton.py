@@ -89,9 +89,12 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"row": "this service, gRPC", **grpc_cell(ours.grpc, shape, a.seconds)})
     for r in rows:
         print(json.dumps(r))
-    print("\n| row | req/s (median of 3) | p50 ms | p99 ms | runs |\n|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['row']} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['runs']} |")
+    print("\n| row | req/s (median of 3) | p50 ms | p99 ms | failed | runs |\n"
+          "|---|---|---|---|---|---|")
+    for r in rows:  # failed: non-2xx answers (HTTP) or RPC errors (gRPC), all runs together
+        failed = r.get("non2xx", r.get("errors", 0))
+        print(f"| {r['row']} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {failed} "
+              f"| {r['runs']} |")
     for proto in ("V2 HTTP binary", "gRPC"):
         ours_r = next(r for r in rows if r["row"] == f"this service, {proto}")
         theirs = next(r for r in rows if r["row"] == f"Triton, {proto}")

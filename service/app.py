@@ -141,7 +141,7 @@ class VAEService:
     async def stop_background(self) -> None:
         await self.watcher.stop()
         if self.grpc_server is not None:
-            await self.grpc_server.stop(grace=5)
+            await v2_grpc.stop(self.grpc_server, grace=5)
         flush_metrics()  # what the last 0.1 s observed (service/metrics.py)
 
     def __is_ready__(self) -> bool:

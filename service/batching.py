@@ -16,8 +16,9 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,10 +36,25 @@ class QueueFull(Overloaded):
     """The graph's queue holds its maximum of rows: an overload answer (503), not bad input."""
 
 
+def _settle(future: asyncio.Future | Future, result: Any = None,
+            exc: BaseException | None = None) -> None:
+    """Answer a request unless it went away meanwhile (its client left, or a gRPC thread gave
+    up at its deadline and cancelled, possibly from its own thread: hence the try)."""
+    if future.done():
+        return
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
 @dataclass
 class _Pending:
     x: np.ndarray
-    future: asyncio.Future
+    future: asyncio.Future | Future
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -69,16 +85,21 @@ class RowBatcher:
 
     async def submit(self, x: np.ndarray) -> list[np.ndarray]:
         """Run the graph on x [n, ...] within a merged batch; -> its outputs' rows for x."""
+        future = asyncio.get_running_loop().create_future()
+        self.enqueue(x, future)
+        return await future
+
+    def enqueue(self, x: np.ndarray, future: asyncio.Future | Future) -> None:
+        """In the loop: queue x; `future` (asyncio's, or concurrent.futures' for a caller in
+        another thread) gets its rows' outputs. QueueFull when the queue is full."""
         if self.queued_rows + len(x) > self.max_queue_rows and self.queue:
             raise QueueFull(f"{self.graph} queue holds {self.queued_rows} rows; the limit is "
                             f"{self.max_queue_rows} (VAE_MAX_QUEUE_ROWS)")
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._loop())
-        item = _Pending(x, asyncio.get_running_loop().create_future())
-        self.queue.append(item)
+        self.queue.append(_Pending(x, future))
         self.queued_rows += len(x)
         self.wakeup.set()
-        return await item.future
 
     def close(self) -> None:
         """Stop the loop and its thread once a retired version's requests are answered."""
@@ -122,8 +143,7 @@ class RowBatcher:
                                                                         self.run, x)
         except Exception as exc:  # a failed run fails its requests, never the loop
             for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                _settle(p.future, exc=exc)
             return
         elapsed = time.perf_counter() - start
         per_row = elapsed / rows  # an over-estimate for small batches (fixed cost): the safe side
@@ -135,6 +155,5 @@ class RowBatcher:
         offset = 0
         for p in batch:
             n = len(p.x)
-            if not p.future.done():  # the client may have gone away meanwhile
-                p.future.set_result([o[offset : offset + n] for o in outs])
+            _settle(p.future, [o[offset : offset + n] for o in outs])
             offset += n

@@ -73,6 +73,9 @@ class Settings(BaseModel):
     grpc: bool = True
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(8001, ge=1, le=65535)
+    # RPCs served at once per worker (grpc's thread pool); more wait in its queue. Each
+    # thread hands its rows to the event loop's batchers, so this also caps a gRPC batch.
+    grpc_threads: int = Field(16, ge=1)
     grpc_max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     grpc_tls_cert: str = ""  # PEM files; both set = TLS on
     grpc_tls_key: str = ""

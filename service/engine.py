@@ -5,8 +5,10 @@ No torch here: the serving image carries onnxruntime (CPU or GPU build) and nump
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,7 +116,7 @@ class ModelRuntime:
         """Every decoder output: x, plus logits or x_logvar for /score's likelihood."""
         return self.decoder.run(self.decoder_outputs, {"z": z})
 
-    def _batcher(self, graph: str) -> RowBatcher:
+    def batcher(self, graph: str) -> RowBatcher:
         """Created on first use, inside the serving event loop."""
         if graph not in self._batchers:
             st = self.settings
@@ -125,12 +127,27 @@ class ModelRuntime:
                 st.inline_run_ms)
         return self._batchers[graph]
 
+    def submit_threadsafe(self, graph: str, x: np.ndarray,
+                          loop: asyncio.AbstractEventLoop) -> Future:
+        """From another thread (the gRPC door): queue x for `graph` in the serving loop's
+        batcher; the Future gets its rows' outputs (or QueueFull)."""
+        result: Future = Future()
+
+        def enqueue() -> None:
+            try:
+                self.batcher(graph).enqueue(x, result)
+            except Exception as exc:  # QueueFull, or a retired version's closed batcher
+                result.set_exception(exc)
+
+        loop.call_soon_threadsafe(enqueue)
+        return result
+
     async def aencode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, logvar = await self._batcher("encoder").submit(x)
+        mu, logvar = await self.batcher("encoder").submit(x)
         return mu, logvar
 
     async def adecode_all(self, z: np.ndarray) -> dict[str, np.ndarray]:
-        outs = await self._batcher("decoder").submit(np.ascontiguousarray(z, dtype=np.float32))
+        outs = await self.batcher("decoder").submit(np.ascontiguousarray(z, dtype=np.float32))
         return dict(zip(self.decoder_outputs, outs, strict=True))
 
     async def adecode(self, z: np.ndarray) -> np.ndarray:

@@ -142,7 +142,8 @@ class LazyHistogram:
 
 
 class LazyGauge:
-    """An in-flight gauge: the count lives here, the files get its value at each flush."""
+    """An in-flight gauge: the loop's count lives here, the files get it at each flush. Used
+    from the loop (HTTP series) or from threads (gRPC series, written at once), not both."""
 
     __slots__ = ("child", "value")
 
@@ -150,14 +151,16 @@ class LazyGauge:
         self.child, self.value = child, 0
 
     def inc(self) -> None:
-        self.value += 1
-        if not PENDING.mark(self):
-            self.child.set(self.value)
+        if PENDING.mark(self):
+            self.value += 1
+        else:
+            self.child.inc()
 
     def dec(self) -> None:
-        self.value -= 1
-        if not PENDING.mark(self):
-            self.child.set(self.value)
+        if PENDING.mark(self):
+            self.value -= 1
+        else:
+            self.child.dec()
 
     def flush(self) -> None:
         self.child.set(self.value)
@@ -193,8 +196,8 @@ _SERIES: dict[tuple[str, str], _Series] = {}
 def series(endpoint: str, protocol: str = "http") -> _Series:
     """Endpoint labels are bounded (known routes, V2 templates, "other"), so is this cache."""
     key = (endpoint, protocol)
-    if key not in _SERIES:
-        _SERIES[key] = _Series(endpoint, protocol)
+    if key not in _SERIES:  # (gRPC threads may race here: setdefault keeps one)
+        return _SERIES.setdefault(key, _Series(endpoint, protocol))
     return _SERIES[key]
 
 

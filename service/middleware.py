@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import threading
 import time
 from http import HTTPStatus
 from typing import Any
@@ -32,20 +33,24 @@ REASONS = {400: "bad_input", 401: "unauthorized", 404: "not_found", 405: "method
 
 
 class Admission:
-    """In-flight API requests of this worker, HTTP and gRPC together (VAE_MAX_CONCURRENCY)."""
+    """In-flight API requests of this worker, HTTP (event loop) and gRPC (its threads)
+    together (VAE_MAX_CONCURRENCY)."""
 
     def __init__(self) -> None:
         self.limit = 0
         self.active = 0
+        self.lock = threading.Lock()
 
     def try_enter(self) -> bool:
-        if self.limit and self.active >= self.limit:
-            return False
-        self.active += 1
-        return True
+        with self.lock:
+            if self.limit and self.active >= self.limit:
+                return False
+            self.active += 1
+            return True
 
     def leave(self) -> None:
-        self.active -= 1
+        with self.lock:
+            self.active -= 1
 
     def refusal(self) -> str:
         return (f"concurrency: {self.active} requests in flight, the limit is {self.limit} "

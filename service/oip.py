@@ -6,6 +6,7 @@ API. service/v2_rest.py and service/v2_grpc.py only translate bytes to Tensors a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -180,24 +181,32 @@ class Inputs:
         return self.by_name[name].reshape(-1)[0].item() if name in self.by_name else default
 
 
-async def infer(rt: ModelRuntime, model: str, tensors: list[Tensor], params: dict[str, Any],
-                settings: Settings, protocol: str) -> dict[str, np.ndarray]:
-    """Run one V2 inference; -> outputs by name, in the model's output order."""
+@dataclass
+class Plan:
+    """One V2 inference, validated: a single run of `graph` on `rows`, then `finish` turns the
+    graph's outputs into the model's (every V2 model is one graph run)."""
+
+    graph: str  # "encoder" or "decoder"
+    rows: np.ndarray
+    items: int  # counted in vae_items
+    finish: Callable[[list[np.ndarray]], dict[str, np.ndarray]]
+
+
+def plan(rt: ModelRuntime, model: str, tensors: list[Tensor], params: dict[str, Any],
+         settings: Settings) -> Plan:
+    """Check a V2 request against its model and the limits; BadInput/LimitExceeded say why."""
     inp = Inputs(model, tensors, rt)
-    endpoint = f"/v2/models/{model}/infer"
     if model == "encoder":
         x = inp.rows("x", settings)
         lo, hi = rt.manifest.input.range
         if x.min() < lo or x.max() > hi:
             raise BadInput(f"x: values must lie in [{lo}, {hi}], got "
                            f"[{float(x.min()):.4g}, {float(x.max()):.4g}]")
-        mu, logvar = await rt.aencode(x)
-        series(endpoint, protocol).items.inc(len(x))
-        return {"mu": mu, "logvar": logvar}
+        return Plan("encoder", x, len(x), lambda outs: {"mu": outs[0], "logvar": outs[1]})
+    x_of = rt.decoder_outputs.index("x")
     if model == "decoder":
         z = inp.rows("z", settings)
-        series(endpoint, protocol).items.inc(len(z))
-        return {"x": await rt.adecode(z)}
+        return Plan("decoder", z, len(z), lambda outs: {"x": outs[x_of]})
     if model == "sample":
         n, temp, seed = inp.scalar("n"), inp.scalar("temperature", 1.0), inp.scalar("seed")
         if n < 1:
@@ -209,8 +218,7 @@ async def infer(rt: ModelRuntime, model: str, tensors: list[Tensor], params: dic
         if seed is not None and seed < 0:
             raise BadInput(f"seed: {seed} must be >= 0")
         z = np.float32(temp) * latent.draw_eps(seed, (n, rt.latent_dim))
-        series(endpoint, protocol).items.inc(n)
-        return {"z": z, "x": await rt.adecode(z)}
+        return Plan("decoder", z, n, lambda outs: {"z": z, "x": outs[x_of]})
     a, b = inp.rows("start_z", settings), inp.rows("end_z", settings)
     steps, method = inp.scalar("steps"), params.get("method", "lerp")
     if len(a) != len(b):
@@ -223,6 +231,15 @@ async def infer(rt: ModelRuntime, model: str, tensors: list[Tensor], params: dic
         raise LimitExceeded(f"steps: {steps} steps x {len(a)} pairs exceed the limits of "
                             f"{settings.max_steps} steps and {settings.max_items} decoded items")
     path = latent.interpolate(a, b, steps, method)
-    x = await rt.adecode(path.reshape(-1, rt.latent_dim))
-    series(endpoint, protocol).items.inc(len(a) * steps)
-    return {"z": path, "x": x.reshape(len(a), steps, *rt.shape)}
+    return Plan("decoder", np.ascontiguousarray(path.reshape(-1, rt.latent_dim), np.float32),
+                len(a) * steps, lambda outs: {
+                    "z": path, "x": outs[x_of].reshape(len(a), steps, *rt.shape)})
+
+
+async def infer(rt: ModelRuntime, model: str, tensors: list[Tensor], params: dict[str, Any],
+                settings: Settings, protocol: str) -> dict[str, np.ndarray]:
+    """Run one V2 inference in the event loop; -> outputs by name, in the model's order."""
+    p = plan(rt, model, tensors, params, settings)
+    outs = await rt.batcher(p.graph).submit(p.rows)
+    series(f"/v2/models/{model}/infer", protocol).items.inc(p.items)
+    return p.finish(outs)

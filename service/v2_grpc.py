@@ -1,6 +1,7 @@
 """KServe V2 gRPC: `inference.GRPCInferenceService` with the stubs tritonclient ships
-(tritonclient.grpc.service_pb2_grpc), served by grpc.aio inside each worker's event loop, so
-gRPC requests share that worker's batchers, limits and metrics with HTTP.
+(tritonclient.grpc.service_pb2_grpc), served by grpc's thread-pool server in each worker; its
+handlers hand their rows to that worker's batchers in the event loop, so gRPC requests share
+the batchers, limits and metrics with HTTP.
 
 Every worker binds the port with SO_REUSEPORT and the kernel spreads connections over them,
 as BentoML spreads HTTP connections (README, "gRPC and workers"). on_deployment checks first
@@ -13,7 +14,8 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +86,12 @@ def _model_label(name: str) -> str:
 
 
 def rpc(label: Callable[[Any], str], admit: bool = False) -> Callable:
-    """Metrics, the shared concurrency limit, the deadline and the error mapping of one RPC."""
+    """Metrics, the shared concurrency limit, the deadline and the error mapping of one RPC.
+    The handler runs in one of grpc's threads and gets the seconds left before the client's
+    deadline (None: no deadline) for what it waits on in the event loop."""
     def deco(fn: Callable) -> Callable:
-        async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            endpoint, t0, code = label(request), time.perf_counter(), Code.OK
+        def wrapper(self: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
+            endpoint, t0, code, message = label(request), time.perf_counter(), Code.OK, ""
             metrics = series(endpoint, "grpc")
             metrics.in_flight.inc()
             admitted = False
@@ -99,26 +103,21 @@ def rpc(label: Callable[[Any], str], admit: bool = False) -> Callable:
                 if admit and not (admitted := ADMISSION.try_enter()):
                     raise ApiError(ADMISSION.refusal(), 429)
                 left = context.time_remaining()
-                work = fn(self, request, context)
-                return await (work if left is None or left > 1e6 else
-                              asyncio.wait_for(work, max(left, 0.0)))
+                return fn(self, request, None if left is None or left > 1e6 else max(left, 0))
             except ApiError as exc:
-                code = status_code(exc)
-                await context.abort(code, exc.message)
+                code, message = status_code(exc), exc.message
             except TimeoutError:
-                code = Code.DEADLINE_EXCEEDED
-                await context.abort(code, "the client's deadline passed before the answer")
-            except asyncio.CancelledError:
-                code = Code.CANCELLED
-                raise
+                code, message = Code.DEADLINE_EXCEEDED, ("the client's deadline passed before "
+                                                         "the answer")
             except Exception:
-                if code is Code.OK:  # context.abort raises too: keep the code it sent
-                    code = Code.INTERNAL
-                    log.exception("gRPC %s failed", endpoint)
-                raise
+                code = Code.INTERNAL
+                log.exception("gRPC %s failed", endpoint)
+                raise  # grpc answers UNKNOWN, without the details
             finally:
                 if admitted:
                     ADMISSION.leave()
+                if code is Code.OK and not context.is_active():
+                    code = Code.CANCELLED  # the client went away before the answer
                 metrics.in_flight.dec()
                 metrics.requests(code.name).inc()
                 metrics.latency.observe(time.perf_counter() - t0)
@@ -129,6 +128,7 @@ def rpc(label: Callable[[Any], str], admit: bool = False) -> Callable:
                         "ts": time.time(), "protocol": "grpc", "method": type(request).__name__,
                         "path": endpoint, "status": code.name, "peer": context.peer(),
                         "ms": round(1000 * (time.perf_counter() - t0), 3)})
+            context.abort(code, message)  # raises: the RPC ends with this status
         return wrapper
     return deco
 
@@ -139,43 +139,63 @@ def _tensor_meta(specs: list[dict]) -> list[pb.ModelMetadataResponse.TensorMetad
 
 
 class Servicer(pbg.GRPCInferenceServiceServicer):
-    def __init__(self, current: Callable[[], Any], access_log: bool = False,
-                 auth: Any = None):
+    """The V2 RPCs, run by grpc's synchronous server in its threads: per call it costs much
+    less than grpc.aio, whose completion-queue poller thread hands every event of every call to
+    the event loop (benchmark P6). What must happen in the event loop (the batchers, the
+    repository) is handed to it; the rest (protobuf in and out, validation) stays here."""
+
+    def __init__(self, current: Callable[[], Any], loop: asyncio.AbstractEventLoop,
+                 access_log: bool = False, auth: Any = None):
         self.current = current  # -> the worker's service instance
+        self.loop = loop  # the worker's event loop, where the batchers live
         self.auth = auth  # service/auth.py BearerAuth, or None
         self.access_log = access_log  # one JSON line per RPC, as the HTTP side writes
 
+    def _in_loop(self, work: Coroutine, timeout: float | None) -> Any:
+        result = asyncio.run_coroutine_threadsafe(work, self.loop)
+        try:
+            return result.result(timeout)
+        except TimeoutError:
+            result.cancel()
+            raise
+
     @rpc(lambda r: "/v2/health/live")
-    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+    def ServerLive(self, request: Any, timeout: float | None) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     @rpc(lambda r: "/v2/health/ready")
-    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+    def ServerReady(self, request: Any, timeout: float | None) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=bool(self.current().models.runtimes))
 
     @rpc(lambda r: f"/v2/models/{_model_label(r.name)}/ready")
-    async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
+    def ModelReady(self, request: Any, timeout: float | None) -> pb.ModelReadyResponse:
         ready = oip.model_ready(self.current().models, request.name, request.version)
         return pb.ModelReadyResponse(ready=ready)
 
     @rpc(lambda r: "/v2")
-    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+    def ServerMetadata(self, request: Any, timeout: float | None) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(**oip.server_metadata())
 
     @rpc(lambda r: f"/v2/models/{_model_label(r.name)}")
-    async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
+    def ModelMetadata(self, request: Any, timeout: float | None) -> pb.ModelMetadataResponse:
         md = oip.model_metadata(self.current().models, request.name, request.version)
         return pb.ModelMetadataResponse(
             name=md["name"], versions=md["versions"], platform=md["platform"],
             inputs=_tensor_meta(md["inputs"]), outputs=_tensor_meta(md["outputs"]))
 
     @rpc(lambda r: f"/v2/models/{_model_label(r.model_name)}/infer", admit=True)
-    async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
+    def ModelInfer(self, request: Any, timeout: float | None) -> pb.ModelInferResponse:
         svc = self.current()
         model = request.model_name
         rt = oip.resolve(svc.models, model, request.model_version)
-        outs = await oip.infer(rt, model, decode_inputs(request), parameters(request),
-                               svc.settings, "grpc")
+        p = oip.plan(rt, model, decode_inputs(request), parameters(request), svc.settings)
+        result = rt.submit_threadsafe(p.graph, p.rows, self.loop)
+        try:
+            outs = p.finish(result.result(timeout))
+        except TimeoutError:
+            result.cancel()  # the batcher skips it if it has not run yet
+            raise
+        series(f"/v2/models/{model}/infer", "grpc").items.inc(p.items)
         resp = pb.ModelInferResponse(model_name=model, model_version=str(rt.manifest.version),
                                      id=request.id)
         for name in [o.name for o in request.outputs] or list(outs):
@@ -189,16 +209,17 @@ class Servicer(pbg.GRPCInferenceServiceServicer):
         return resp
 
     @rpc(lambda r: "/v2/repository/index")
-    async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
+    def RepositoryIndex(self, request: Any, timeout: float | None) -> Any:
         svc = self.current()
-        rows = await oip.repository_index(svc.models, svc.watcher, request.ready)
+        rows = self._in_loop(oip.repository_index(svc.models, svc.watcher, request.ready),
+                             timeout)
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**r)
                                                   for r in rows])
 
     @rpc(lambda r: "/v2/repository/models/{model}/load")
-    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+    def RepositoryModelLoad(self, request: Any, timeout: float | None) -> Any:
         svc = self.current()
-        await oip.repository_load(svc.models, svc.watcher, request.model_name)
+        self._in_loop(oip.repository_load(svc.models, svc.watcher, request.model_name), timeout)
         return pb.RepositoryModelLoadResponse()
 
 
@@ -231,13 +252,15 @@ def check_settings(st: Settings) -> None:
                              f"for gRPC ({exc.strerror})") from None
 
 
-async def start(current: Callable[[], Any], st: Settings) -> grpc.aio.Server:
+async def start(current: Callable[[], Any], st: Settings) -> grpc.Server:
+    """Start the gRPC server of this worker; its handlers reach the batchers in this loop."""
     size = st.grpc_max_message_bytes
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", size),
-                                      ("grpc.max_send_message_length", size),
-                                      ("grpc.so_reuseport", 1)])
+    server = grpc.server(ThreadPoolExecutor(st.grpc_threads, thread_name_prefix="grpc"),
+                         options=[("grpc.max_receive_message_length", size),
+                                  ("grpc.max_send_message_length", size),
+                                  ("grpc.so_reuseport", 1)])
     pbg.add_GRPCInferenceServiceServicer_to_server(
-        Servicer(current, access_log=st.access_log == "json",
+        Servicer(current, asyncio.get_running_loop(), access_log=st.access_log == "json",
                  auth=BearerAuth.from_settings(st)), server)
     address = f"{st.grpc_host}:{st.grpc_port}"
     creds = _credentials(st)
@@ -245,7 +268,11 @@ async def start(current: Callable[[], Any], st: Settings) -> grpc.aio.Server:
         server.add_insecure_port(address)
     else:
         server.add_secure_port(address, creds)
-    await server.start()
+    server.start()
     log.info("gRPC (KServe V2) on %s%s", address, " with TLS" if creds else "")
     return server
 
+
+async def stop(server: grpc.Server, grace: float) -> None:
+    """Let in-flight RPCs finish (their batches need this loop running meanwhile)."""
+    await asyncio.to_thread(server.stop(grace).wait)
