@@ -163,8 +163,14 @@ def test_two_workers_metrics_add_up(trained):
 def test_request_timeout_answers_504_and_the_server_stays_up(trained, tracing):
     """VAE_TIMEOUT_S bounds an API call whichever door it takes (in front of BentoML's stack
     with tracing off, through it with tracing on), answered by the API middleware with the
-    request ID and counted. A batch wait longer than the timeout makes the request late."""
+    request ID and counted; a gRPC client's deadline bounds its call. A batch wait longer than
+    both makes the request late."""
+    import time
+
     import httpx
+    import numpy as np
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
 
     with Server(trained["repository"], {"VAE_TIMEOUT_S": "1", "VAE_BATCH_MAX_WAIT_MS": "2500",
                                         "VAE_TRACING_SAMPLE_RATE": tracing,
@@ -176,7 +182,21 @@ def test_request_timeout_answers_504_and_the_server_stays_up(trained, tracing):
                             "request_id": "late-1"}
         assert r.headers["x-request-id"] == "late-1"
         assert httpx.get(srv.url + "/livez").status_code == 200
+        # gRPC: the client's deadline bounds the call (its thread stops waiting for the batch)
+        with tg.InferenceServerClient(srv.grpc_url) as g:
+            x = tg.InferInput("x", [1, 1, 8, 8], "FP32")
+            x.set_data_from_numpy(np.full((1, 1, 8, 8), 0.5, np.float32))
+            t0 = time.monotonic()
+            with pytest.raises(InferenceServerException) as late:
+                g.infer("encoder", [x], client_timeout=0.5)
+            assert "DEADLINE" in str(late.value.status()) and time.monotonic() - t0 < 2.0
+            assert g.is_server_live()
+        time.sleep(0.3)
         metrics = httpx.get(srv.url + "/metrics").text
+        assert 'vae_requests_total{endpoint="/v2/models/encoder/infer",protocol="grpc",' \
+            'status="DEADLINE_EXCEEDED"} 1.0' in metrics or \
+            'vae_requests_total{endpoint="/v2/models/encoder/infer",protocol="grpc",' \
+            'status="CANCELLED"} 1.0' in metrics, metrics
         assert 'vae_errors_total{endpoint="/encode",protocol="http",reason="timeout"} 1.0' \
             in metrics, metrics
         assert 'vae_requests_total{endpoint="/encode",protocol="http",status="504"} 1.0' \
