@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.servers import BIN, _children, start_bentoml
-from benchmarks.serving import images, wrk
+from benchmarks.serving import images, npy_b64, wrk
 
 # process scaffolding that every sample passes through: not informative
 SCAFFOLD = ("runpy", "click/", "worker/service.py", "uvicorn/server.py", "uvicorn/_compat.py",
@@ -50,11 +50,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--svg", default="results/profile.svg")
     p.add_argument("--grpc", action="store_true", help="profile gRPC ModelInfer instead")
+    p.add_argument("--npy", action="store_true", help="the /encode item as npy (P4's request)")
+    p.add_argument("--env", action="append", default=[], help="VAE_X=value for the server")
     a = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="vae-prof-"))
     manifest = json.loads(next((Path(a.repository) / a.model).glob("*/manifest.json"))
                           .read_text())
-    body = json.dumps({"inputs": images(manifest["input"]["shape"], 1).tolist()}).encode()
+    x = images(manifest["input"]["shape"], 1)
+    body = json.dumps({"inputs": {"npy": npy_b64(x)} if a.npy else x.tolist()}).encode()
     shape = ",".join(str(v) for v in [1, *manifest["input"]["shape"]])
 
     def load(seconds: int) -> dict:
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
                              text=True, check=True).stdout
         return json.loads(out)
 
-    with start_bentoml(Path(a.repository), a.model, {}, work) as srv:
+    env = dict(kv.split("=", 1) for kv in a.env)
+    with start_bentoml(Path(a.repository), a.model, env, work) as srv:
         worker = _children(srv.popen.pid)[-1]
         load(2)
         outputs = {"raw": work / "profile.txt", "flamegraph": Path(a.svg)}

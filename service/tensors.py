@@ -10,6 +10,7 @@ import base64
 import binascii
 import io
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -29,10 +30,33 @@ def _b64(data: Any, field: str) -> bytes:
         raise BadInput(f"{field}: invalid base64 ({exc})") from None
 
 
+# The header numpy itself writes for the dtypes accepted here, in C order
+_NPY_HEADER = re.compile(rb"\{'descr': '(<f4|<f8|\|u1)', 'fortran_order': False, "
+                         rb"'shape': \(((?:\d+, ?)*\d*)\), \} *\n")
+
+
+def load_npy(raw: bytes) -> np.ndarray:
+    """np.load(allow_pickle=False) of raw .npy bytes. The usual file (numpy's own header,
+    float32/float64/uint8, C order, exact length) is read straight from the buffer: np.load's
+    file wrapper and ast parse of the header cost ~30 µs, 15 % of a one-item npy /encode
+    (benchmark P4). Anything else, malformed files included, goes to np.load itself."""
+    major = raw[6] if len(raw) > 10 and raw[:6] == b"\x93NUMPY" else 0
+    start = 10 if major == 1 else 12 if major in (2, 3) else 0
+    if start:
+        end = start + int.from_bytes(raw[8:start], "little")
+        if m := _NPY_HEADER.fullmatch(raw, start, end):
+            shape = tuple(int(v) for v in m[2].split(b",") if v.strip())
+            dtype = np.dtype(m[1].decode())
+            count = math.prod(shape)
+            if len(raw) - end == count * dtype.itemsize:
+                return np.frombuffer(raw, dtype, count, end).reshape(shape).copy()
+    return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
 def _from_npy(data: Any, field: str) -> np.ndarray:
     raw = _b64(data, f"{field}.npy")
     try:
-        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+        arr = load_npy(raw)
     except (ValueError, OSError, EOFError) as exc:
         raise BadInput(f"{field}.npy: not a readable .npy file without pickle ({exc})") from None
     if not isinstance(arr, np.ndarray):

@@ -140,3 +140,45 @@ def test_version_selection():
     assert select_versions("2,1", [1, 2, 5]) == [1, 2]
     with pytest.raises(ModelRepositoryError, match=r"\[3\]"):
         select_versions("3", [1, 2, 5])
+
+
+def test_load_npy_equals_np_load_whatever_the_file():
+    """The fast .npy reader gives np.load's array for numpy's usual files and hands every
+    other file (other dtypes, Fortran order, big-endian, damaged) to np.load itself."""
+    from service.tensors import load_npy
+
+    def npy(a) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=False)
+        return buf.getvalue()
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.random((1, 1, 28, 28), dtype=np.float32), rng.random(3),
+              np.arange(12, dtype=np.uint8).reshape(3, 4), np.asarray(np.float32(2.5)),
+              np.zeros((0, 4), np.float32), np.asfortranarray(rng.random((3, 4))),
+              rng.random((2, 2)).astype(">f4"), np.arange(4)]
+    for a in arrays:
+        got, want = load_npy(npy(a)), np.load(io.BytesIO(npy(a)), allow_pickle=False)
+        assert got.dtype == want.dtype and got.shape == want.shape, (a.dtype, a.shape)
+        np.testing.assert_array_equal(got, want)
+        assert got.flags.writeable and got.flags.c_contiguous == want.flags.c_contiguous
+    raw = npy(arrays[0])
+    for damaged in (raw[:-4], raw[:20], b"junk", raw.replace(b"'<f4'", b"'<f9'")):
+        with pytest.raises(ValueError):
+            load_npy(damaged)
+    np.testing.assert_array_equal(load_npy(raw + b"extra"), arrays[0])  # as np.load reads it
+
+
+def test_usable_cpus_is_the_affinity_capped_by_a_cgroup_quota(tmp_path):
+    import os
+
+    from service.engine import usable_cpus
+
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path / "absent") == affinity
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == affinity
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a core: still one to run on
+    assert usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("800000 100000\n")
+    assert usable_cpus(tmp_path) == min(affinity, 8)
