@@ -3,8 +3,10 @@ field and the limit."""
 
 from __future__ import annotations
 
+import json
 from contextvars import ContextVar
 from http import HTTPStatus
+from typing import Any
 
 from bentoml.exceptions import BentoMLException
 
@@ -58,3 +60,26 @@ class NotReady(ApiError):
 
     def __init__(self, message: str):
         super().__init__(message, 503)
+
+
+def error_message(body: bytes, status: int) -> dict[str, Any]:
+    """Whatever the error body was, the contract's object with a message naming the field."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        data = data[0]  # BentoML's 4xx: [{"error": ...}]
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        detail = data.get("detail")
+        if isinstance(detail, list) and detail:  # pydantic: name each field and its problem
+            parts = []
+            for d in detail:
+                loc = ".".join(str(p) for p in d.get("loc", ()) if p not in ("body",))
+                parts.append(f"{loc or 'body'}: {d.get('msg', 'invalid')}")
+            data = {"error": "; ".join(parts),
+                    "detail": [{k: d[k] for k in ("loc", "msg", "type") if k in d}
+                               for d in detail]}
+        return data
+    text = body.decode("utf-8", "replace").strip() if body and data is None else ""
+    return {"error": text or HTTPStatus(status).phrase}

@@ -12,17 +12,16 @@ import itertools
 import json
 import os
 import re
-import threading
 import time
-from http import HTTPStatus
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.accesslog import ACCESS_LOG
+from service.admission import ADMISSION
 from service.auth import CHALLENGE
 from service.deadlines import Deadlines
-from service.errors import REQUEST_STATE
+from service.errors import REQUEST_STATE, error_message
 from service.metrics import ERRORS, flush_metrics, render_metrics, series
 from service.oip import MODELS
 
@@ -32,32 +31,6 @@ REASONS = {400: "bad_input", 401: "unauthorized", 404: "not_found", 405: "method
            503: "overload", 504: "timeout"}
 
 
-class Admission:
-    """In-flight API requests of this worker, HTTP (event loop) and gRPC (its threads)
-    together (VAE_MAX_CONCURRENCY)."""
-
-    def __init__(self) -> None:
-        self.limit = 0
-        self.active = 0
-        self.lock = threading.Lock()
-
-    def try_enter(self) -> bool:
-        with self.lock:
-            if self.limit and self.active >= self.limit:
-                return False
-            self.active += 1
-            return True
-
-    def leave(self) -> None:
-        with self.lock:
-            self.active -= 1
-
-    def refusal(self) -> str:
-        return (f"concurrency: {self.active} requests in flight, the limit is {self.limit} "
-                "(VAE_MAX_CONCURRENCY)")
-
-
-ADMISSION = Admission()
 # Generated request IDs: 32 hex digits, a random half per process and a counter (unique
 # without a getrandom call per request)
 _RID_PREFIX, _RIDS = os.urandom(8).hex(), itertools.count(1)
@@ -79,29 +52,6 @@ def v2_endpoint(path: str) -> str | None:
     if m := _V2_LOAD.fullmatch(p):
         return f"/v2/repository/models/{{model}}/{m[1]}"
     return None
-
-
-def error_message(body: bytes, status: int) -> dict[str, Any]:
-    """Whatever the error body was, the contract's object with a message naming the field."""
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None
-    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
-        data = data[0]  # BentoML's 4xx: [{"error": ...}]
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        detail = data.get("detail")
-        if isinstance(detail, list) and detail:  # pydantic: name each field and its problem
-            parts = []
-            for d in detail:
-                loc = ".".join(str(p) for p in d.get("loc", ()) if p not in ("body",))
-                parts.append(f"{loc or 'body'}: {d.get('msg', 'invalid')}")
-            data = {"error": "; ".join(parts),
-                    "detail": [{k: d[k] for k in ("loc", "msg", "type") if k in d}
-                               for d in detail]}
-        return data
-    text = body.decode("utf-8", "replace").strip() if body and data is None else ""
-    return {"error": text or HTTPStatus(status).phrase}
 
 
 class ApiMiddleware:

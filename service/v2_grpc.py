@@ -25,11 +25,11 @@ from tritonclient.grpc import service_pb2_grpc as pbg
 
 from service import oip
 from service.accesslog import ACCESS_LOG
+from service.admission import ADMISSION
 from service.auth import BearerAuth
 from service.config import Settings
 from service.errors import ApiError, BadInput, LimitExceeded
 from service.metrics import ERRORS, series
-from service.middleware import ADMISSION
 from service.oip import Tensor
 
 log = logging.getLogger("vae.grpc")
