@@ -25,7 +25,7 @@ from service.auth import BearerAuth
 from service.config import bentoml_config, load_settings
 from service.engine import ModelRuntime, ModelSet
 from service.errors import ApiError, BadInput, LimitExceeded
-from service.fastpath import FastPath
+from service.fastpath import FastPath, JsonAnswer
 from service.live import RepositoryWatcher
 from service.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, flush_metrics, series
 from service.middleware import ApiMiddleware
@@ -66,18 +66,6 @@ def _as_json(value: Any) -> Any:
         return value.astype(np.float64) if value.dtype == np.float32 else \
             np.ascontiguousarray(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-class JsonAnswer(Response):
-    """A finished JSON body as a Starlette Response, without Response.__init__'s generic
-    header and charset work (the fast path only needs the bytes)."""
-
-    media_type = "application/json"
-
-    def __init__(self, body: bytes) -> None:
-        self.status_code, self.body, self.background = 200, body, None
-        self.raw_headers = [(b"content-length", str(len(body)).encode()),
-                            (b"content-type", b"application/json")]
 
 
 def respond(out: dict[str, Any]) -> Response:

@@ -36,7 +36,7 @@ class QueueFull(Overloaded):
     """The graph's queue holds its maximum of rows: an overload answer (503), not bad input."""
 
 
-def _settle(future: asyncio.Future | Future, result: Any = None,
+def settle(future: asyncio.Future | Future, result: Any = None,
             exc: BaseException | None = None) -> None:
     """Answer a request unless it went away meanwhile (its client left, or a gRPC thread gave
     up at its deadline and cancelled, possibly from its own thread: hence the try)."""
@@ -143,7 +143,7 @@ class RowBatcher:
                                                                         self.run, x)
         except Exception as exc:  # a failed run fails its requests, never the loop
             for p in batch:
-                _settle(p.future, exc=exc)
+                settle(p.future, exc=exc)
             return
         elapsed = time.perf_counter() - start
         per_row = elapsed / rows  # an over-estimate for small batches (fixed cost): the safe side
@@ -155,5 +155,5 @@ class RowBatcher:
         offset = 0
         for p in batch:
             n = len(p.x)
-            _settle(p.future, [o[offset : offset + n] for o in outs])
+            settle(p.future, [o[offset : offset + n] for o in outs])
             offset += n

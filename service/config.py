@@ -52,7 +52,7 @@ class Settings(BaseModel):
     max_queue_rows: int = Field(16384, ge=1)
     # onnxruntime runs expected to take less than this many ms run in the event loop instead
     # of the batcher's thread (the hop costs more than such a run; benchmarks P2, P6). 0: always
-    # the thread. With one usable core (affinity or CPU quota) every run is inline.
+    # the thread. With one usable core (affinity or CPU quota) runs up to 50 ms are inline.
     inline_run_ms: float = Field(1.0, ge=0)
     # Bearer-token authentication on every door (service/auth.py); empty = off
     auth_token: str = ""

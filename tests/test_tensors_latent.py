@@ -182,3 +182,12 @@ def test_usable_cpus_is_the_affinity_capped_by_a_cgroup_quota(tmp_path):
     assert usable_cpus(tmp_path) == 1
     (tmp_path / "cpu.max").write_text("800000 100000\n")
     assert usable_cpus(tmp_path) == min(affinity, 8)
+
+
+def test_inline_limit_widens_on_one_core_unless_the_thread_is_asked_for():
+    from service.engine import inline_limit_ms
+
+    assert inline_limit_ms(1.0, 2) == 1.0  # the thread can overlap the loop
+    assert inline_limit_ms(1.0, 1) == 50.0  # it cannot: only the stall matters
+    assert inline_limit_ms(80.0, 1) == 80.0
+    assert inline_limit_ms(0.0, 1) == 0.0  # 0: always the thread
