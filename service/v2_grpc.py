@@ -255,10 +255,13 @@ def check_settings(st: Settings) -> None:
 async def start(current: Callable[[], Any], st: Settings) -> grpc.Server:
     """Start the gRPC server of this worker; its handlers reach the batchers in this loop."""
     size = st.grpc_max_message_bytes
+    # RPCs waiting for a thread are bounded too: past VAE_MAX_CONCURRENCY in flight or waiting,
+    # grpc refuses at once (RESOURCE_EXHAUSTED) instead of queueing without limit.
     server = grpc.server(ThreadPoolExecutor(st.grpc_threads, thread_name_prefix="grpc"),
                          options=[("grpc.max_receive_message_length", size),
                                   ("grpc.max_send_message_length", size),
-                                  ("grpc.so_reuseport", 1)])
+                                  ("grpc.so_reuseport", 1)],
+                         maximum_concurrent_rpcs=st.max_concurrency or None)
     pbg.add_GRPCInferenceServiceServicer_to_server(
         Servicer(current, asyncio.get_running_loop(), access_log=st.access_log == "json",
                  auth=BearerAuth.from_settings(st)), server)

@@ -114,6 +114,33 @@ def test_overload_answers_with_retry_after(tight_server, rows, status, setting):
     assert _burst(tight_server.url, rows, 1)[0].status_code == 200  # full service after
 
 
+def test_grpc_overload_is_refused_at_once_and_bounded(tight_server):
+    """More gRPC calls than VAE_MAX_CONCURRENCY (6) at once: the excess is refused with an
+    overload code (grpc's own limit on calls in flight or waiting for a thread, or the shared
+    admission), never queued without bound; the rest are answered, and so is the next call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    def call(_: int) -> str:
+        x = tg.InferInput("x", [1, 1, 8, 8], "FP32")
+        x.set_data_from_numpy(np.full((1, 1, 8, 8), 0.5, np.float32))
+        with tg.InferenceServerClient(tight_server.grpc_url) as g:
+            try:
+                return "OK" if g.infer("encoder", [x]).as_numpy("mu").shape[0] == 1 else "?"
+            except InferenceServerException as exc:
+                return str(exc.status())
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(call, range(16)))
+    assert "OK" in codes and len(codes) == 16, codes
+    refused = [c for c in codes if c != "OK"]
+    assert refused and set(refused) <= {"StatusCode.RESOURCE_EXHAUSTED",
+                                        "StatusCode.UNAVAILABLE"}, codes
+    assert call(0) == "OK"
+
+
 def test_concurrent_mixed_requests_equal_the_same_requests_alone(trained):
     srv = Server(trained["repository"], {"VAE_BATCH_MAX_WAIT_MS": "20"})
     rng = np.random.default_rng(0)
