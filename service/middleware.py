@@ -85,8 +85,11 @@ class ApiMiddleware:
         headers = dict(scope.get("headers") or [])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or \
             f"{_RID_PREFIX}{next(_RIDS):016x}"
-        v2 = None if scope["path"] in self.endpoints else v2_endpoint(scope["path"])
-        endpoint = v2 or (scope["path"] if scope["path"] in self.endpoints else "other")
+        if scope["path"] in self.endpoints:  # (the common case: no V2 regex)
+            v2, endpoint = None, scope["path"]
+        else:
+            v2 = v2_endpoint(scope["path"])
+            endpoint = v2 or "other"
         t0 = time.perf_counter()
         status_seen = [499]  # nginx's "client closed request": no response was started
         token = REQUEST_STATE.set({"request_id": rid})

@@ -18,6 +18,7 @@ from service.config import Settings
 from service.engine import ModelRuntime, ModelSet
 from service.errors import BadInput, LimitExceeded, ModelNotFound, NotReady, VersionNotFound
 from service.metrics import series
+from service.tensors import check_values
 
 # V2 datatype <-> numpy, for decoding whatever a client sends (each model then checks its own).
 DTYPES: dict[str, np.dtype] = {
@@ -166,15 +167,15 @@ class Inputs:
             if name not in self.by_name and not spec.get("parameters", {}).get("optional"):
                 raise BadInput(f"{name}: required input missing")
 
-    def rows(self, name: str, settings: Settings) -> np.ndarray:
+    def rows(self, name: str, settings: Settings,
+             value_range: tuple[float, float] | None = None) -> np.ndarray:
         arr = self.by_name[name]
         if len(arr) < 1:
             raise BadInput(f"{name}: at least 1 item is required")
         if len(arr) > settings.max_items:
             raise LimitExceeded(f"{name}: {len(arr)} items exceed the limit of "
                                 f"{settings.max_items} per request")
-        if not np.isfinite(arr).all():
-            raise BadInput(f"{name}: values must be finite (no NaN or Inf)")
+        check_values(arr, name, value_range)
         return np.ascontiguousarray(arr, dtype=np.float32)
 
     def scalar(self, name: str, default: Any = None) -> Any:
@@ -197,11 +198,7 @@ def plan(rt: ModelRuntime, model: str, tensors: list[Tensor], params: dict[str, 
     """Check a V2 request against its model and the limits; BadInput/LimitExceeded say why."""
     inp = Inputs(model, tensors, rt)
     if model == "encoder":
-        x = inp.rows("x", settings)
-        lo, hi = rt.manifest.input.range
-        if x.min() < lo or x.max() > hi:
-            raise BadInput(f"x: values must lie in [{lo}, {hi}], got "
-                           f"[{float(x.min()):.4g}, {float(x.max()):.4g}]")
+        x = inp.rows("x", settings, rt.manifest.input.range)
         return Plan("encoder", x, len(x), lambda outs: {"mu": outs[0], "logvar": outs[1]})
     x_of = rt.decoder_outputs.index("x")
     if model == "decoder":
