@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 import numpy as np
+import pybase64
 from PIL import Image, UnidentifiedImageError
 
 from service.errors import BadInput, LimitExceeded
@@ -25,6 +26,12 @@ def _b64(data: Any, field: str) -> bytes:
     if not isinstance(data, str):
         raise BadInput(f"{field}: expected a base64 string")
     try:
+        # pybase64 (SIMD) decodes ~12x faster than binascii: 8 of ~200 µs of a one-item npy
+        # /encode (benchmark P4), 2 ms of a 256-item one (P3)
+        return pybase64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    try:  # the stdlib's message says what is wrong (padding, a character); pybase64's does not
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise BadInput(f"{field}: invalid base64 ({exc})") from None
@@ -168,7 +175,7 @@ def encode_images(arr: np.ndarray, fmt: str) -> Any:
     if fmt == "npy":
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
-        return {"npy": base64.b64encode(buf.getvalue()).decode("ascii")}
+        return {"npy": pybase64.b64encode_as_string(buf.getbuffer())}
     # png: one image per item, interpolation paths flattened item-major.
     c, h, w = arr.shape[-3:]
     flat = arr.reshape(math.prod(arr.shape[:-3]), c, h, w)
@@ -178,5 +185,5 @@ def encode_images(arr: np.ndarray, fmt: str) -> Any:
         img = Image.fromarray(item[0] if c == 1 else item.transpose(1, 2, 0))
         buf = io.BytesIO()
         img.save(buf, format="PNG")
-        images.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+        images.append(pybase64.b64encode_as_string(buf.getbuffer()))
     return {"png": images}
