@@ -58,7 +58,8 @@ class FastPath:
             strict = type(f"{method.input_spec.__name__}Strict", (method.input_spec,),
                           {"model_config": {**method.input_spec.model_config,
                                             "extra": "forbid"}})
-            self.routes[method.route] = (name, method, strict)
+            self.routes[method.route] = (name, method, strict,
+                                         inspect.iscoroutinefunction(method.func))
 
     def handles(self, path: str) -> bool:
         return path in self.routes or V2_INFER.fullmatch(path) is not None
@@ -71,7 +72,7 @@ class FastPath:
             return _error(503, "the service is starting")
         if m := V2_INFER.fullmatch(path):
             return await self._v2(svc, m[1], m[2], body, headers)
-        name, method, strict = self.routes[path]
+        name, method, strict, is_async = self.routes[path]
         try:
             data = strict.model_validate_json(body or b"{}")
         except ValidationError as exc:
@@ -79,7 +80,7 @@ class FastPath:
         kwargs = {k: getattr(data, k) for k in type(data).model_fields}
         func = method.func
         try:
-            if inspect.iscoroutinefunction(func):
+            if is_async:
                 out = await func(svc, **kwargs)
             else:
                 out = await asyncio.to_thread(func, svc, **kwargs)
