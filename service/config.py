@@ -19,6 +19,10 @@ class Settings(BaseModel):
     variant: Literal["fp32", "fp16", "int8"] = "fp32"  # graph pair from the manifest
     intra_op_threads: int = Field(1, ge=0)  # 0 lets onnxruntime pick
     inter_op_threads: int = Field(1, ge=0)
+    # With intra_op_threads != 1, onnxruntime's idle pool threads spin after each run by
+    # default: they take the core the event loop needs between runs (docs/BENCHMARKS.md, P1
+    # and "intra-op threads"). Off unless asked for.
+    intra_op_spinning: bool = False
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     cpu_mem_arena: bool = True
     workers: int = Field(1, ge=1)

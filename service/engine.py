@@ -60,17 +60,25 @@ def select_versions(spec: str, available: list[int]) -> list[int]:
     return wanted
 
 
+def session_options(settings: Settings) -> ort.SessionOptions:
+    """onnxruntime's options for every session of a worker, from the VAE_* settings."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.intra_op_threads
+    opts.inter_op_num_threads = settings.inter_op_threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                  "1" if settings.intra_op_spinning else "0")
+    opts.graph_optimization_level = OPT_LEVELS[settings.graph_optimization]
+    opts.enable_cpu_mem_arena = settings.cpu_mem_arena
+    return opts
+
+
 class ModelRuntime:
     """One verified version: its manifest and an encoder and decoder session."""
 
     def __init__(self, mv: ModelVersion, providers: list[str], settings: Settings):
         self.manifest: Manifest = mv.manifest
         self.variant = settings.variant
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = settings.intra_op_threads
-        opts.inter_op_num_threads = settings.inter_op_threads
-        opts.graph_optimization_level = OPT_LEVELS[settings.graph_optimization]
-        opts.enable_cpu_mem_arena = settings.cpu_mem_arena
+        opts = session_options(settings)
         t0 = time.perf_counter()
         try:
             pair = self.manifest.graph_pair(settings.variant)

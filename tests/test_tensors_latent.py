@@ -162,7 +162,8 @@ def test_load_npy_equals_np_load_whatever_the_file():
         assert got.dtype == want.dtype and got.shape == want.shape, (a.dtype, a.shape)
         np.testing.assert_array_equal(got, want)
         assert got.flags.writeable and got.flags.c_contiguous == want.flags.c_contiguous
-    raw = npy(arrays[0])
+        np.testing.assert_array_equal(load_npy(npy(a)), want)  # a header seen before
+    raw = npy(arrays[0])  # (its header is known now: damaged files must still be refused)
     for damaged in (raw[:-4], raw[:20], b"junk", raw.replace(b"'<f4'", b"'<f9'")):
         with pytest.raises(ValueError):
             load_npy(damaged)
@@ -191,3 +192,14 @@ def test_inline_limit_widens_on_one_core_unless_the_thread_is_asked_for():
     assert inline_limit_ms(1.0, 1) == 50.0  # it cannot: only the stall matters
     assert inline_limit_ms(80.0, 1) == 80.0
     assert inline_limit_ms(0.0, 1) == 0.0  # 0: always the thread
+
+
+def test_onnxruntime_threads_do_not_spin_unless_asked():
+    from service.config import Settings
+    from service.engine import session_options
+
+    key = "session.intra_op.allow_spinning"
+    opts = session_options(Settings(intra_op_threads=2))
+    assert opts.intra_op_num_threads == 2 and opts.get_session_config_entry(key) == "0"
+    opts = session_options(Settings(intra_op_threads=2, intra_op_spinning=True))
+    assert opts.get_session_config_entry(key) == "1"
