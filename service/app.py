@@ -145,8 +145,8 @@ class VAEService:
         _limit("samples", samples, SETTINGS.max_samples)
         rt = self.models.get(version)
         x = self._images(rt, inputs, "inputs")
-        mu, logvar = await rt.aencode(x)
-        out = {"mu": mu, "sigma": latent.sigma_of(logvar), "logvar": logvar}
+        mu, logvar, sigma = await rt.aencode(x)
+        out = {"mu": mu, "sigma": sigma, "logvar": logvar}
         if samples > 0:
             eps = latent.draw_eps(seed, (len(x), samples, rt.latent_dim))
             out["z"] = latent.sample_posterior(mu, logvar, eps)
@@ -186,7 +186,7 @@ class VAEService:
             xa, xb = self._images(rt, start, "start"), self._images(rt, end, "end")
             if len(xa) != len(xb):
                 raise BadInput(f"start, end: {len(xa)} and {len(xb)} items; pairs must match")
-            mu, _ = await rt.aencode(np.concatenate([xa, xb]))
+            mu = (await rt.aencode(np.concatenate([xa, xb])))[0]
             a, b = mu[: len(xa)], mu[len(xa):]
         elif start_z is not None and end_z is not None and start is None and end is None:
             a = decode_latents(start_z, "start_z", rt.latent_dim, SETTINGS.max_items)
@@ -211,7 +211,7 @@ class VAEService:
                           version: Version = None) -> dict[str, Any]:
         rt = self.models.get(version)
         x = self._images(rt, inputs, "inputs")
-        mu, logvar = await rt.aencode(x)
+        mu, logvar, _ = await rt.aencode(x)
         z = latent.sample_posterior(mu, logvar, latent.draw_eps(seed, mu.shape)) if sample else mu
         series("/reconstruct").items.inc(len(x))
         return respond({"outputs": encode_images(await rt.adecode(z), output_format)})
@@ -225,7 +225,7 @@ class VAEService:
         if k * len(x) > SETTINGS.max_score_rows:
             raise LimitExceeded(f"k: {k} samples x {len(x)} items = {k * len(x)} decoded rows "
                            f"exceed the limit of {SETTINGS.max_score_rows} per request")
-        mu, logvar = await rt.aencode(x)
+        mu, logvar, _ = await rt.aencode(x)
         z = scoring.posterior_samples(mu, logvar, latent.draw_eps(seed, (k, len(x),
                                                                           rt.latent_dim)))
         out = await rt.adecode_all(z.reshape(-1, rt.latent_dim))

@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from modelrepo.manifest import Manifest
 from modelrepo.repository import ModelRepositoryError, ModelVersion, list_versions, load_version
+from service import latent
 from service.batching import RowBatcher, settle
 from service.config import Settings
 from service.errors import VersionNotFound
@@ -122,6 +123,13 @@ class ModelRuntime:
     def run_encoder(self, x: np.ndarray) -> list[np.ndarray]:
         return self.encoder.run(["mu", "logvar"], {"x": x})
 
+    def encode_batch(self, x: np.ndarray) -> list[np.ndarray]:
+        """What the encoder's batcher runs: mu, logvar and sigma, the last computed once per
+        batch rather than once per request (~2 µs of a one-item /encode, benchmark P4; numpy's
+        exp gives every row the same bits either way)."""
+        mu, logvar = self.run_encoder(x)
+        return [mu, logvar, latent.sigma_of(logvar)]
+
     def run_decoder(self, z: np.ndarray) -> list[np.ndarray]:
         """Every decoder output: x, plus logits or x_logvar for /score's likelihood."""
         return self.decoder.run(self.decoder_outputs, {"z": z})
@@ -130,7 +138,7 @@ class ModelRuntime:
         """Created on first use, inside the serving event loop."""
         if graph not in self._batchers:
             st = self.settings
-            run = self.run_encoder if graph == "encoder" else self.run_decoder
+            run = self.encode_batch if graph == "encoder" else self.run_decoder
             self._batchers[graph] = RowBatcher(
                 graph, run, st.batch_max_rows if st.batching else 1,
                 st.batch_max_wait_ms if st.batching else 0.0, st.max_queue_rows,
@@ -152,9 +160,10 @@ class ModelRuntime:
         loop.call_soon_threadsafe(enqueue)
         return result
 
-    async def aencode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, logvar = await self.batcher("encoder").submit(x)
-        return mu, logvar
+    async def aencode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> mu, logvar, sigma of q(z|x) for the rows of x."""
+        mu, logvar, sigma = await self.batcher("encoder").submit(x)
+        return mu, logvar, sigma
 
     async def adecode_all(self, z: np.ndarray) -> dict[str, np.ndarray]:
         outs = await self.batcher("decoder").submit(np.ascontiguousarray(z, dtype=np.float32))
