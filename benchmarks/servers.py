@@ -76,7 +76,7 @@ def start_bentoml(repo: Path, model: str, env: dict[str, str], work: Path) -> Pr
     env = {"VAE_MODEL_REPOSITORY": str(repo), "VAE_MODEL_NAME": model,
            "VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(grpc_port), **env}
     popen = _spawn([str(BIN / "bentoml"), "serve", "service.app:VAEService", "--host",
-                    "127.0.0.1", "--port", str(port)], env, work / "bentoml.log")
+                    "127.0.0.1", "--port", str(port)], env, work / f"bentoml-{port}.log")
     return Proc(popen, f"http://127.0.0.1:{port}", "/readyz", grpc=f"127.0.0.1:{grpc_port}")
 
 

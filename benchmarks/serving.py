@@ -1,7 +1,8 @@
 """`make bench`: serving benchmarks P2–P5 of docs/BENCHMARKS.md, every row in one run.
 
 Servers run pinned to CPU 0, the load generator (wrk, one thread) to CPU 1; each cell is a
-warm-up then 3 runs of --seconds, and the table shows medians. Servers run as operators run
+warm-up then 3 runs of --seconds, and the table shows medians. The two sides of a ratio (P2,
+P4) are up together and their runs interleaved (cells()). Servers run as operators run
 them: metrics, request IDs and access logs on (the defaults).
 
     python -m benchmarks.serving --repository models --digits digits --mnist mnist
@@ -55,15 +56,27 @@ def wrk(url: str, body: bytes, conns: int, seconds: int, work: Path,
             "socket_errors": errors.group(0) if errors else ""}
 
 
+def cells(targets: list[tuple[str, bytes]], conns: int, seconds: int, work: Path,
+          headers: dict[str, str] = JSON) -> list[dict]:
+    """Cells compared in a ratio, measured interleaved: a warm-up of each, then runs A, B, A,
+    B, A, B. The shared machine's speed drifts over the minute a cell takes; interleaved,
+    the drift falls on both sides alike instead of on whichever ran second."""
+    for url, body in targets:
+        wrk(url, body, conns, 3, work, headers)  # warm-up
+    runs: list[list[dict]] = [[] for _ in targets]
+    for _ in range(3):
+        for i, (url, body) in enumerate(targets):
+            runs[i].append(wrk(url, body, conns, seconds, work, headers))
+    return [{"rps": statistics.median(r["rps"] for r in rs),
+             "p50": statistics.median(r["p50"] for r in rs),
+             "p99": statistics.median(r["p99"] for r in rs),
+             "non2xx": sum(r["non2xx"] for r in rs),
+             "runs": [round(r["rps"], 1) for r in rs]} for rs in runs]
+
+
 def cell(url: str, body: bytes, conns: int, seconds: int, work: Path,
          headers: dict[str, str] = JSON) -> dict:
-    wrk(url, body, conns, 3, work, headers)  # warm-up
-    runs = [wrk(url, body, conns, seconds, work, headers) for _ in range(3)]
-    return {"rps": statistics.median(r["rps"] for r in runs),
-            "p50": statistics.median(r["p50"] for r in runs),
-            "p99": statistics.median(r["p99"] for r in runs),
-            "non2xx": sum(r["non2xx"] for r in runs),
-            "runs": [round(r["rps"], 1) for r in runs]}
+    return cells([(url, body)], conns, seconds, work, headers)[0]
 
 
 def npy_b64(x: np.ndarray) -> str:
@@ -111,19 +124,26 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="vae-bench-"))
 
     def run(name: str, server: Proc, path: str, body: bytes, conns: int, **extra) -> dict:
-        r = {"row": name, **extra, **cell(server.url + path, body, conns, a.seconds, work)}
-        rows.append(r)
-        print(json.dumps(r), flush=True)
-        return r
+        return run_pair([(name, server, body)], path, conns, **extra)[0]
+
+    def run_pair(sides: list[tuple[str, Proc, bytes]], path: str, conns: int,
+                 **extra) -> list[dict]:
+        """The sides of one ratio, both servers up and measured interleaved (cells())."""
+        got = cells([(srv.url + path, body) for _, srv, body in sides], conns, a.seconds, work)
+        out = [{"row": name, **extra, **r} for (name, _, _), r in zip(sides, got, strict=True)]
+        for r in out:
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+        return out
 
     digits_dir = repo / a.digits / str(max(list_versions(repo, a.digits)))
     shape_d = json.loads((digits_dir / "manifest.json").read_text())["input"]["shape"]
     one_json = json.dumps({"inputs": images(shape_d, 1).tolist()}).encode()
     if "P2" in only:
-        with start_peer(digits_dir / "encoder.onnx", work) as peer:
-            run("P2 naive peer", peer, "/encode", one_json, 64)
-        with start_bentoml(repo, a.digits, {}, work) as ours:
-            run("P2 this service", ours, "/encode", one_json, 64)
+        with start_peer(digits_dir / "encoder.onnx", work) as peer, \
+                start_bentoml(repo, a.digits, {}, work) as ours:
+            run_pair([("P2 naive peer", peer, one_json), ("P2 this service", ours, one_json)],
+                     "/encode", 64)
     mnist = repo / a.mnist
     if mnist.is_dir() and ("P3" in only or "P4" in only):
         mdir = mnist / str(max(list_versions(repo, a.mnist)))
@@ -140,9 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         if "P4" in only:
             for model, shape in ((a.mnist, shape_m), (a.digits, shape_d)):
                 body = json.dumps({"inputs": {"npy": npy_b64(images(shape, 1))}}).encode()
-                for batching in ("false", "true"):
-                    with start_bentoml(repo, model, {"VAE_BATCHING": batching}, work) as ours:
-                        run(f"P4 {model} batching={batching}", ours, "/encode", body, 64)
+                with start_bentoml(repo, model, {"VAE_BATCHING": "false"}, work) as off, \
+                        start_bentoml(repo, model, {"VAE_BATCHING": "true"}, work) as on:
+                    run_pair([(f"P4 {model} batching=false", off, body),
+                              (f"P4 {model} batching=true", on, body)], "/encode", 64)
     elif "P3" in only or "P4" in only:
         print(f"P3/P4 skipped: no {mnist} (make model-mnist)", file=sys.stderr)
     if "P5" in only:
