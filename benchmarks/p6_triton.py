@@ -61,7 +61,8 @@ def start_triton(python: str, encoder: Path, work: Path) -> tuple[Proc, str]:
          str(encoder), str(http), str(grpc_port), str(metrics)], env=env,
         stdout=open(work / "triton.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
         start_new_session=True)
-    return Proc(popen, f"http://127.0.0.1:{http}", "/v2/health/ready"), f"127.0.0.1:{grpc_port}"
+    return Proc(popen, f"http://127.0.0.1:{http}", "/v2/health/ready",
+                log=work / "triton.log"), f"127.0.0.1:{grpc_port}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     with start_bentoml(repo, a.model, {}, work) as ours:
         rows.append({"row": "this service, V2 HTTP binary", **cell(
             ours.url + "/v2/models/encoder/infer", body, 64, a.seconds, work, headers)})
-        rows.append({"row": "this service, gRPC", **grpc_cell(ours.grpc, shape, a.seconds)})
+        rows.append({"row": "this service, gRPC",
+                     **grpc_cell(ours.grpc_url, shape, a.seconds)})
     for r in rows:
         print(json.dumps(r))
     print("\n| row | req/s (median of 3) | p50 ms | p99 ms | failed | runs |\n"

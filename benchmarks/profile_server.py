@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> None:
         if not a.grpc:
             return wrk(srv.url + "/encode", body, 64, seconds, work)
         out = subprocess.run(["taskset", "-c", "1", sys.executable, "-m",
-                              "benchmarks.grpc_load", srv.grpc, "--shape",
+                              "benchmarks.grpc_load", srv.grpc_url, "--shape",
                               shape, "--seconds", str(seconds)], capture_output=True,
                              text=True, check=True).stdout
         return json.loads(out)
 
     env = dict(kv.split("=", 1) for kv in a.env)
     with start_bentoml(Path(a.repository), a.model, env, work) as srv:
-        worker = _children(srv.popen.pid)[-1]
+        worker = _children(srv.proc.pid)[-1]
         load(2)
         outputs = {"raw": work / "profile.txt", "flamegraph": Path(a.svg)}
         Path(a.svg).parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
-"""Servers for the benchmarks, pinned to CPU 0: this service (`bentoml serve`, default
-settings) and the naive peer (uvicorn defaults). Each is a context manager that waits for
-readiness (recording how long it took) and stops the whole process group."""
+"""The servers the tests, benchmarks and load tests start: this service (`bentoml serve` on
+free loopback ports, HTTP and gRPC) and the benchmarks' naive peer (uvicorn defaults). Each is
+a context manager that waits for readiness (recording how long it took) and stops the whole
+process group; benchmarks pin them to CPU 0."""
 
 from __future__ import annotations
 
@@ -27,31 +28,54 @@ def free_port() -> int:
 
 @dataclass
 class Proc:
-    popen: subprocess.Popen
+    proc: subprocess.Popen
     url: str
     ready_path: str
     any_answer: bool = False  # the peer has no readiness route: any HTTP answer means up
-    grpc: str = ""  # host:port of its gRPC server, if any
+    grpc_url: str = ""  # host:port of its gRPC server, if any
+    log: Path | None = None  # its stdout and stderr
     ready_s: float = 0.0
 
-    def __enter__(self) -> Proc:
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
         t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 120:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"server exited with {self.popen.returncode}")
+        while time.perf_counter() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: "
+                                   f"{self.output()}")
             try:
-                code = httpx.get(self.url + self.ready_path, timeout=1).status_code
+                code = httpx.get(self.url + self.ready_path, timeout=2).status_code
                 if code == 200 or self.any_answer:
                     self.ready_s = time.perf_counter() - t0
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        stop(self.popen)
-        raise TimeoutError("server not ready in 120 s")
+        raise TimeoutError(f"server not ready in {timeout:g} s: {self.output()}")
+
+    def __enter__(self) -> Proc:
+        """`with start_...(...) as srv:` waits until ready, and always stops the server."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        stop(self.popen)
+        self.stop()
+
+    def output(self) -> str:
+        """The end of its log."""
+        if self.log is None or not self.log.exists():
+            return ""
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        stop(self.proc)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -64,20 +88,32 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(["taskset", "-c", "0", *cmd], cwd=ROOT,
-                            env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **env},
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            start_new_session=True)
+def _spawn(cmd: list[str], env: dict[str, str], log: Path, pin: bool = True,
+           cwd: Path = ROOT) -> subprocess.Popen:
+    with open(log, "ab") as out:  # the child keeps its own copy
+        return subprocess.Popen(["taskset", "-c", "0", *cmd] if pin else cmd, cwd=cwd,
+                                env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", **env},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_service(env: dict[str, str], log_dir: Path, *, pin: bool = False,
+                  bentoml: Path | None = None, cwd: Path = ROOT) -> Proc:
+    """`bentoml serve` of this service on free loopback ports (HTTP, and gRPC unless env says
+    otherwise), its output in log_dir/bentoml-<port>.log. `bentoml`: another install's CLI
+    (an installed wheel or bento); pin: on CPU 0 (benchmarks)."""
+    port, grpc_port = free_port(), free_port()
+    env = {"VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(grpc_port), **env}
+    log = Path(log_dir) / f"bentoml-{port}.log"
+    popen = _spawn([str(bentoml or BIN / "bentoml"), "serve", "service.app:VAEService",
+                    "--host", "127.0.0.1", "--port", str(port)], env, log, pin, cwd)
+    return Proc(popen, f"http://127.0.0.1:{port}", "/readyz", log=log,
+                grpc_url=f"127.0.0.1:{env['VAE_GRPC_PORT']}")
 
 
 def start_bentoml(repo: Path, model: str, env: dict[str, str], work: Path) -> Proc:
-    port, grpc_port = free_port(), free_port()
-    env = {"VAE_MODEL_REPOSITORY": str(repo), "VAE_MODEL_NAME": model,
-           "VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(grpc_port), **env}
-    popen = _spawn([str(BIN / "bentoml"), "serve", "service.app:VAEService", "--host",
-                    "127.0.0.1", "--port", str(port)], env, work / f"bentoml-{port}.log")
-    return Proc(popen, f"http://127.0.0.1:{port}", "/readyz", grpc=f"127.0.0.1:{grpc_port}")
+    """This service for a benchmark: `model` from `repo`, default settings but `env`, CPU 0."""
+    return start_service({"VAE_MODEL_REPOSITORY": str(repo), "VAE_MODEL_NAME": model, **env},
+                         work, pin=True)
 
 
 def start_peer(encoder: Path, work: Path) -> Proc:

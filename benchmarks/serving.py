@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(3):
                 with start_bentoml(repo, model, {}, work) as ours:
                     starts.append(ours.ready_s)
-                    rss = rss_mb(ours.popen.pid)
+                    rss = rss_mb(ours.proc.pid)
             r = {"row": f"P5 {model}", "cold_start_s": statistics.median(starts),
                  "starts": [round(s, 2) for s in starts], "rss_mb": rss}
             rows.append(r)

@@ -11,44 +11,25 @@ a request failed or the p95 bound was exceeded (see locustfile.py).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from benchmarks.servers import free_port, stop
+from benchmarks.servers import Proc, start_service
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "VAE_GRPC_HOST": "127.0.0.1",
-           "VAE_GRPC_PORT": str(free_port()), **env}
-    out = open(log, "wb")  # noqa: SIM115 (closed with the process)
-    proc = subprocess.Popen([str(BIN / "bentoml"), "serve", "service.app:VAEService", "--host",
-                             "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop_server(proc)
-    raise SystemExit(f"server not ready in 120 s; see {log}")
-
-
-stop_server = stop  # SIGTERM to the process group, SIGKILL after 20 s
+def start_server(env: dict[str, str], log_dir: Path) -> Proc:
+    """The service as `make serve` runs it (env from the Makefile), ready, or SystemExit."""
+    srv = start_service(env, log_dir)
+    try:
+        srv.wait_ready()
+    except (RuntimeError, TimeoutError) as exc:
+        srv.stop()
+        raise SystemExit(str(exc)) from None
+    return srv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     results = Path(a.results)
     results.mkdir(parents=True, exist_ok=True)
-    proc, host = (None, a.host) if a.host else start_server({}, results / "server.log")
+    srv = None if a.host else start_server({}, results)
+    host = a.host or srv.url
     try:
         cmd = [str(BIN / "locust"), "-f", str(ROOT / "loadtests" / "locustfile.py"),
                "--headless", "-u", str(a.users), "-r", str(a.spawn_rate), "-t", a.run_time,
@@ -75,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                *a.classes]
         code = subprocess.run(cmd, cwd=ROOT).returncode
     finally:
-        if proc is not None:
-            stop_server(proc)
+        if srv is not None:
+            srv.stop()
     print(f"loadtest: exit {code}; reports in {results}/ (locust_stats.csv, report.html)")
     return code
 

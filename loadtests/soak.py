@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.servers import rss_mb
-from loadtests.run import BIN, ROOT, start_server, stop_server
+from loadtests.run import BIN, ROOT, start_server
 
 
 def locust(host: str, results: Path, name: str, users: int, seconds: int,
@@ -65,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     env = {**({"VAE_MODEL_REPOSITORY": a.repository} if a.repository else {}),
            **({"VAE_MODEL_NAME": a.model} if a.model else {})}
-    proc, host = start_server(env, results / "server.log")
+    srv = start_server(env, results)
+    host = srv.url
     samples: list[tuple[float, dict[str, float]]] = []
     stop = threading.Event()
 
     def sample_rss() -> None:
         while not stop.is_set():
-            samples.append((time.monotonic(), rss_mb(proc.pid)))
+            samples.append((time.monotonic(), rss_mb(srv.proc.pid)))
             stop.wait(5)
 
     try:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.join()
     finally:
         stop.set()
-        stop_server(proc)
+        srv.stop()
     warm = [s for t, s in samples if t - t0 >= a.minutes * 60 / 5]
     first, last = (warm[0], warm[-1]) if warm else ({}, {})
     growth = {k: (last[k] - first[k]) / first[k] for k in first if k in last}
