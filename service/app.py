@@ -149,7 +149,7 @@ class VAEService:
         out = {"mu": mu, "sigma": sigma, "logvar": logvar}
         if samples > 0:
             eps = latent.draw_eps(seed, (len(x), samples, rt.latent_dim))
-            out["z"] = latent.sample_posterior(mu, logvar, eps)
+            out["z"] = latent.sample_posterior(mu, sigma, eps)
         series("/encode").items.inc(len(x))
         return respond(out)
 
@@ -211,8 +211,8 @@ class VAEService:
                           version: Version = None) -> dict[str, Any]:
         rt = self.models.get(version)
         x = self._images(rt, inputs, "inputs")
-        mu, logvar, _ = await rt.aencode(x)
-        z = latent.sample_posterior(mu, logvar, latent.draw_eps(seed, mu.shape)) if sample else mu
+        mu, _, sigma = await rt.aencode(x)
+        z = latent.sample_posterior(mu, sigma, latent.draw_eps(seed, mu.shape)) if sample else mu
         series("/reconstruct").items.inc(len(x))
         return respond({"outputs": encode_images(await rt.adecode(z), output_format)})
 

@@ -18,9 +18,9 @@ def sigma_of(logvar: np.ndarray) -> np.ndarray:
     return np.exp(0.5 * logvar)
 
 
-def sample_posterior(mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray) -> np.ndarray:
-    """z = mu + sigma * eps, broadcasting eps [N, Z] or [N, S, Z] (samples on axis 1)."""
-    sigma = sigma_of(logvar)
+def sample_posterior(mu: np.ndarray, sigma: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """z = mu + sigma * eps, broadcasting eps [N, Z] or [N, S, Z] (samples on axis 1); sigma
+    as the encoder's batch computed it (ModelRuntime.aencode)."""
     if eps.ndim == 3:
         return mu[:, None, :] + sigma[:, None, :] * eps
     return mu + sigma * eps

@@ -100,7 +100,8 @@ def test_eps_rule_and_prefix_property():
 def test_posterior_samples_broadcast():
     mu, logvar = np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)
     eps = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
-    np.testing.assert_array_equal(latent.sample_posterior(mu, logvar, eps), 1 + eps)
+    sigma = latent.sigma_of(logvar)
+    np.testing.assert_array_equal(latent.sample_posterior(mu, sigma, eps), 1 + eps)
 
 
 @pytest.mark.parametrize("method", ["lerp", "slerp"])
