@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.servers import ROOT, Proc, free_port, start_bentoml
+from benchmarks.servers import ROOT, Proc, _spawn, free_port, start_bentoml
 from benchmarks.serving import cell
 from modelrepo.repository import list_versions
 
@@ -55,12 +54,9 @@ def start_triton(python: str, encoder: Path, work: Path) -> tuple[Proc, str]:
     # the Python backend stub must load this interpreter's libpython, not the system's
     libdir = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_config_var("
                              "'LIBDIR'))"], capture_output=True, text=True).stdout.strip()
-    env = {**os.environ, "LD_LIBRARY_PATH": libdir or sysconfig.get_config_var("LIBDIR")}
-    popen = subprocess.Popen(
-        ["taskset", "-c", "0", python, str(ROOT / "benchmarks/peers/triton_encode.py"),
-         str(encoder), str(http), str(grpc_port), str(metrics)], env=env,
-        stdout=open(work / "triton.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        start_new_session=True)
+    env = {"LD_LIBRARY_PATH": libdir or sysconfig.get_config_var("LIBDIR")}
+    popen = _spawn([python, str(ROOT / "benchmarks/peers/triton_encode.py"), str(encoder),
+                    str(http), str(grpc_port), str(metrics)], env, work / "triton.log")
     return Proc(popen, f"http://127.0.0.1:{http}", "/v2/health/ready",
                 log=work / "triton.log"), f"127.0.0.1:{grpc_port}"
 

@@ -131,8 +131,7 @@ class RowBatcher:
 
     async def _run_batch(self, batch: list[_Pending], rows: int) -> None:
         start = time.perf_counter()
-        for p in batch:
-            self.queue_seconds.observe(start - p.queued_at)
+        self.queue_seconds.observe_many([start - p.queued_at for p in batch])
         x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
         inline = self.row_seconds is not None and self.row_seconds * rows < self.inline_max_s
         try:

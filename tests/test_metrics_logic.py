@@ -59,3 +59,19 @@ def test_lazy_writers_match_direct_writes_in_and_out_of_the_loop():
     direct[1].inc(2)
     direct[2].observe(0.02)
     _same(direct, lazy)
+
+
+def test_observe_many_is_observe_of_each_in_and_out_of_the_loop():
+    direct, lazy = _pair()
+    hist = LazyHistogram(lazy[2])
+    for v in VALUES + VALUES[:3]:
+        direct[2].observe(v)
+
+    async def in_loop() -> None:
+        hist.observe_many(VALUES)
+        assert lazy[2]._sum.get() == 0  # held back with one mark
+        flush_metrics()
+
+    asyncio.run(in_loop())
+    hist.observe_many(VALUES[:3])  # outside a loop: written at once
+    _same(direct, lazy)
