@@ -50,8 +50,9 @@ class Settings(BaseModel):
     batching: bool = True  # merge concurrent requests' rows per graph
     batch_max_rows: int = Field(256, ge=1)
     # 0: eager. A batch starts as soon as the graph is idle, and whatever arrives during a run
-    # forms the next one: no added latency for a lone request, merging under load. > 0 also
-    # holds the first request up to this long for company.
+    # forms the next one: no added latency for a lone request, merging under load (where
+    # the batcher also takes the rows its loop's next turns bring: batching._gather). > 0
+    # also holds the first request up to this long for company.
     batch_max_wait_ms: float = Field(0.0, ge=0)
     max_queue_rows: int = Field(16384, ge=1)
     # onnxruntime runs expected to take less than this many ms run in the event loop instead

@@ -41,6 +41,28 @@ def test_concurrent_rows_are_merged_and_split_back():
     assert calls == [8, 20]  # four requests merged into one run
 
 
+def test_under_load_rows_arriving_in_the_next_turns_join_the_batch():
+    """Eager batching (no wait): after a run of 4 rows, requests whose handlers reach the
+    queue a turn or two of the loop later join the first one's run instead of a run of their
+    own; on a quiet batcher (last run: 1 row) a lone request runs at once."""
+    calls: list[int] = []
+
+    async def late(turns: int) -> list[np.ndarray]:
+        for _ in range(turns):  # a handler started by a later read of the sockets
+            await asyncio.sleep(0)
+        return await b.submit(np.ones((1, 3), np.float32))
+
+    async def main():
+        await asyncio.gather(*(b.submit(np.ones((1, 3), np.float32)) for _ in range(4)))
+        await asyncio.gather(late(0), late(1), late(1), late(2), late(3), late(4))
+        await b.submit(np.ones((1, 3), np.float32))  # alone: last run 1 row
+        await asyncio.gather(late(0), late(4))
+
+    b = _batcher(wait_ms=0.0, calls=calls)
+    asyncio.run(main())
+    assert calls == [4, 6, 1, 1, 1]
+
+
 def test_queue_limit_and_failures():
     async def main():
         b = _batcher(max_rows=100, wait_ms=50.0, queue_rows=5)
