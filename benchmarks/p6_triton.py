@@ -57,7 +57,9 @@ def start_triton(python: str, encoder: Path, work: Path) -> tuple[Proc, str]:
     env = {"LD_LIBRARY_PATH": libdir or sysconfig.get_config_var("LIBDIR")}
     popen = _spawn([python, str(ROOT / "benchmarks/peers/triton_encode.py"), str(encoder),
                     str(http), str(grpc_port), str(metrics)], env, work / "triton.log")
-    return Proc(popen, f"http://127.0.0.1:{http}", "/v2/health/ready",
+    # the model's own readiness: /v2/health/ready answers 200 ~2 s before pytriton has loaded
+    # the model, and the first cell's requests were then 404s (fast ones, counted as failed)
+    return Proc(popen, f"http://127.0.0.1:{http}", "/v2/models/encoder/ready",
                 log=work / "triton.log"), f"127.0.0.1:{grpc_port}"
 
 
