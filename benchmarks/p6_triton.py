@@ -1,8 +1,9 @@
 """`make bench-p6`: this service vs a real Triton Inference Server (nvidia-pytriton, CPU only,
 dynamic batcher on, its Python backend running the same encoder graph with onnxruntime).
-Both pinned to CPU 0; the generators on CPU 1: wrk for V2 HTTP with binary tensors, the
-asyncio client of benchmarks/grpc_load.py for gRPC; single-item encode requests, 64 in flight;
-a warm-up, then 3 runs per cell, medians.
+Both pinned to CPU 0 and up together; the generators on CPU 1: wrk for V2 HTTP with binary
+tensors, the asyncio client of benchmarks/grpc_load.py for gRPC; single-item encode requests,
+64 in flight; a warm-up of each, then 3 runs per cell interleaved with the other side's,
+medians.
 
     python -m benchmarks.p6_triton --triton-python .venv-triton/bin/python --repository models
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.servers import ROOT, Proc, _spawn, free_port, start_bentoml
-from benchmarks.serving import cell
+from benchmarks.serving import cells
 from modelrepo.repository import list_versions
 
 
@@ -36,17 +37,24 @@ def binary_infer(shape: list[int]) -> tuple[bytes, dict[str, str]]:
                       "Inference-Header-Content-Length": str(len(head))}
 
 
-def grpc_cell(target: str, shape: list[int], seconds: int) -> dict:
-    def once(s: float) -> dict:
+def grpc_cells(targets: list[str], shape: list[int], seconds: int) -> list[dict]:
+    """gRPC cells measured interleaved, as serving.cells does for wrk: a warm-up of each,
+    then runs A, B, A, B, A, B; medians."""
+    def once(target: str, s: float) -> dict:
         out = subprocess.run(["taskset", "-c", "1", sys.executable, "-m",
                               "benchmarks.grpc_load", target, "--shape",
                               ",".join(map(str, shape)), "--seconds", str(s)],
                              cwd=ROOT, capture_output=True, text=True, check=True).stdout
         return json.loads(out.strip().splitlines()[-1])
-    once(3)
-    runs = [once(seconds) for _ in range(3)]
-    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")} | {
-        "errors": sum(r["errors"] for r in runs), "runs": [round(r["rps"], 1) for r in runs]}
+    for target in targets:
+        once(target, 3)
+    runs: list[list[dict]] = [[] for _ in targets]
+    for _ in range(3):
+        for i, target in enumerate(targets):
+            runs[i].append(once(target, seconds))
+    return [{k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")} | {
+        "errors": sum(r["errors"] for r in rs), "runs": [round(r["rps"], 1) for r in rs]}
+        for rs in runs]
 
 
 def start_triton(python: str, encoder: Path, work: Path) -> tuple[Proc, str]:
@@ -76,17 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     shape = [1, *json.loads((vdir / "manifest.json").read_text())["input"]["shape"]]
     body, headers = binary_infer(shape)
     work = Path(tempfile.mkdtemp(prefix="vae-p6-"))
-    rows = []
     triton, triton_grpc = start_triton(a.triton_python, vdir / "encoder.onnx", work)
-    with triton:
-        rows.append({"row": "Triton, V2 HTTP binary", **cell(
-            triton.url + "/v2/models/encoder/infer", body, 64, a.seconds, work, headers)})
-        rows.append({"row": "Triton, gRPC", **grpc_cell(triton_grpc, shape, a.seconds)})
-    with start_bentoml(repo, a.model, {}, work) as ours:
-        rows.append({"row": "this service, V2 HTTP binary", **cell(
-            ours.url + "/v2/models/encoder/infer", body, 64, a.seconds, work, headers)})
-        rows.append({"row": "this service, gRPC",
-                     **grpc_cell(ours.grpc_url, shape, a.seconds)})
+    # both up together, their runs interleaved: the machine's drift falls on both sides
+    with triton, start_bentoml(repo, a.model, {}, work) as ours:
+        path = "/v2/models/encoder/infer"
+        http = cells([(triton.url + path, body), (ours.url + path, body)], 64, a.seconds,
+                     work, headers)
+        grpc_rows = grpc_cells([triton_grpc, ours.grpc_url], shape, a.seconds)
+    rows = [{"row": "Triton, V2 HTTP binary", **http[0]}, {"row": "Triton, gRPC", **grpc_rows[0]},
+            {"row": "this service, V2 HTTP binary", **http[1]},
+            {"row": "this service, gRPC", **grpc_rows[1]}]
     for r in rows:
         print(json.dumps(r))
     print("\n| row | req/s (median of 3) | p50 ms | p99 ms | failed | runs |\n"
