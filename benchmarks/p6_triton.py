@@ -11,8 +11,8 @@ medians.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import statistics
 import subprocess
 import sys
 import sysconfig
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.servers import ROOT, Proc, _spawn, free_port, start_bentoml
-from benchmarks.serving import cells
+from benchmarks.serving import cells, interleaved, summary
 from modelrepo.repository import list_versions
 
 
@@ -37,24 +37,13 @@ def binary_infer(shape: list[int]) -> tuple[bytes, dict[str, str]]:
                       "Inference-Header-Content-Length": str(len(head))}
 
 
-def grpc_cells(targets: list[str], shape: list[int], seconds: int) -> list[dict]:
-    """gRPC cells measured interleaved, as serving.cells does for wrk: a warm-up of each,
-    then runs A, B, A, B, A, B; medians."""
-    def once(target: str, s: float) -> dict:
-        out = subprocess.run(["taskset", "-c", "1", sys.executable, "-m",
-                              "benchmarks.grpc_load", target, "--shape",
-                              ",".join(map(str, shape)), "--seconds", str(s)],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
-        return json.loads(out.strip().splitlines()[-1])
-    for target in targets:
-        once(target, 3)
-    runs: list[list[dict]] = [[] for _ in targets]
-    for _ in range(3):
-        for i, target in enumerate(targets):
-            runs[i].append(once(target, seconds))
-    return [{k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")} | {
-        "errors": sum(r["errors"] for r in rs), "runs": [round(r["rps"], 1) for r in rs]}
-        for rs in runs]
+def grpc_run(target: str, shape: list[int], seconds: int) -> dict:
+    """One run of benchmarks/grpc_load.py on CPU 1."""
+    out = subprocess.run(["taskset", "-c", "1", sys.executable, "-m", "benchmarks.grpc_load",
+                          target, "--shape", ",".join(map(str, shape)), "--seconds",
+                          str(seconds)], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def start_triton(python: str, encoder: Path, work: Path) -> tuple[Proc, str]:
@@ -90,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         path = "/v2/models/encoder/infer"
         http = cells([(triton.url + path, body), (ours.url + path, body)], 64, a.seconds,
                      work, headers)
-        grpc_rows = grpc_cells([triton_grpc, ours.grpc_url], shape, a.seconds)
+        grpc_rows = [summary(rs, "errors") for rs in interleaved(
+            [functools.partial(grpc_run, t, shape) for t in (triton_grpc, ours.grpc_url)],
+            a.seconds)]
     rows = [{"row": "Triton, V2 HTTP binary", **http[0]}, {"row": "Triton, gRPC", **grpc_rows[0]},
             {"row": "this service, V2 HTTP binary", **http[1]},
             {"row": "this service, gRPC", **grpc_rows[1]}]

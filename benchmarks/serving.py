@@ -2,8 +2,8 @@
 
 Servers run pinned to CPU 0, the load generator (wrk, one thread) to CPU 1; each cell is a
 warm-up then 3 runs of --seconds, and the table shows medians. The two sides of a ratio (P2,
-P4) are up together and their runs interleaved (cells()). Servers run as operators run
-them: metrics, request IDs and access logs on (the defaults).
+P4) are up together and their runs interleaved (interleaved(), shared with P6). Servers run
+as operators run them: metrics, request IDs and access logs on (the defaults).
 
     python -m benchmarks.serving --repository models --digits digits --mnist mnist
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import io
 import json
 import os
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,27 +58,31 @@ def wrk(url: str, body: bytes, conns: int, seconds: int, work: Path,
             "socket_errors": errors.group(0) if errors else ""}
 
 
+def interleaved(measures: list[Callable[[int], dict]], seconds: int) -> list[list[dict]]:
+    """Cells compared in a ratio, measured interleaved: a 3 s warm-up of each, then runs A, B,
+    A, B, A, B of `seconds`. The shared machine's speed drifts over the minute a cell takes;
+    interleaved, the drift falls on both sides alike instead of on whichever ran second."""
+    for measure in measures:
+        measure(3)
+    runs: list[list[dict]] = [[] for _ in measures]
+    for _ in range(3):
+        for i, measure in enumerate(measures):
+            runs[i].append(measure(seconds))
+    return runs
+
+
+def summary(runs: list[dict], failed: str) -> dict:
+    """One cell: medians of the runs, their `failed` counts summed, each run's req/s."""
+    return {**{k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")},
+            failed: sum(r[failed] for r in runs), "runs": [round(r["rps"], 1) for r in runs]}
+
+
 def cells(targets: list[tuple[str, bytes]], conns: int, seconds: int, work: Path,
           headers: dict[str, str] = JSON) -> list[dict]:
-    """Cells compared in a ratio, measured interleaved: a warm-up of each, then runs A, B, A,
-    B, A, B. The shared machine's speed drifts over the minute a cell takes; interleaved,
-    the drift falls on both sides alike instead of on whichever ran second."""
-    for url, body in targets:
-        wrk(url, body, conns, 3, work, headers)  # warm-up
-    runs: list[list[dict]] = [[] for _ in targets]
-    for _ in range(3):
-        for i, (url, body) in enumerate(targets):
-            runs[i].append(wrk(url, body, conns, seconds, work, headers))
-    return [{"rps": statistics.median(r["rps"] for r in rs),
-             "p50": statistics.median(r["p50"] for r in rs),
-             "p99": statistics.median(r["p99"] for r in rs),
-             "non2xx": sum(r["non2xx"] for r in rs),
-             "runs": [round(r["rps"], 1) for r in rs]} for rs in runs]
-
-
-def cell(url: str, body: bytes, conns: int, seconds: int, work: Path,
-         headers: dict[str, str] = JSON) -> dict:
-    return cells([(url, body)], conns, seconds, work, headers)[0]
+    """wrk cells (URL, body) measured interleaved."""
+    runs = interleaved([functools.partial(wrk, url, body, conns, work=work, headers=headers)
+                        for url, body in targets], seconds)
+    return [summary(rs, "non2xx") for rs in runs]
 
 
 def npy_b64(x: np.ndarray) -> str:
