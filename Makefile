@@ -18,7 +18,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
-	bench-p6 system-deps fuzz soak sharp-mnist
+	bench-p6 bench-serving bench-deps system-deps fuzz soak sharp-mnist
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -58,39 +58,49 @@ sharp-mnist: install
 	@test -d ../shared/data/mnist || { echo "../shared/data/mnist is absent"; exit 1; }
 	$(BIN)/python -m training.sharp --out runs/sharp --figures docs/images/sharp
 
-# P1: onnxruntime vs PyTorch eager on the digits and MNIST models (docs/BENCHMARKS.md)
-bench-p1: install
-	@test -f runs/digits/checkpoint.pt || $(MAKE) --no-print-directory model-digits
-	$(BIN)/python -m benchmarks.p1_onnx_vs_torch --checkpoint runs/digits/checkpoint.pt \
-	  --checkpoint runs/mnist/checkpoint.pt
-
 serve: model
 	@echo "serving on http://$(HOST):$(PORT) (the latent explorer: http://$(HOST):$(PORT)/ui/)"
 	$(BIN)/bentoml serve service.app:VAEService --host $(HOST) --port $(PORT)
 
-# Serving benchmarks P2-P5 (docs/BENCHMARKS.md): needs both models (make model-mnist is the long
-# step) and Debian's wrk (installed here with apt when missing). BENCH_SECONDS per run, 3 runs.
+# Benchmarks (docs/BENCHMARKS.md). `make bench` measures every row in one run, then prints one
+# table with each goal (benchmarks/table.py): P1 onnxruntime vs PyTorch eager, P2-P5 serving
+# (benchmarks/serving.py), P6 vs a real Triton Inference Server (nvidia-pytriton, CPU only, in
+# its own venv). Needs both models (make model-mnist is the long step) and Debian's wrk
+# (installed here with apt when missing). BENCH_SECONDS per run, 3 runs per cell; ~10 min with
+# the models present. bench-p1, bench-serving and bench-p6 run one part alone.
 BENCH_SECONDS ?= 10
-bench: install
+TRITON_VENV ?= .venv-triton
+RUN_P1 = $(BIN)/python -m benchmarks.p1_onnx_vs_torch --checkpoint runs/digits/checkpoint.pt \
+	  --checkpoint runs/mnist/checkpoint.pt --out results/bench-p1.json
+RUN_SERVING = $(BIN)/python -m benchmarks.serving --repository $(REPOSITORY) \
+	  --seconds $(BENCH_SECONDS) --out results/bench.json
+RUN_P6 = $(BIN)/python -m benchmarks.p6_triton --triton-python $(TRITON_VENV)/bin/python \
+	  --repository $(REPOSITORY) --seconds $(BENCH_SECONDS) --out results/bench-p6.json
+
+bench: bench-deps
+	@ls $(REPOSITORY)/mnist/*/manifest.json >/dev/null 2>&1 || \
+	  $(MAKE) --no-print-directory model-mnist
+	$(RUN_P1)
+	$(RUN_SERVING)
+	$(RUN_P6)
+	$(BIN)/python -m benchmarks.table
+bench-p1: install
+	@test -f runs/digits/checkpoint.pt || $(MAKE) --no-print-directory model-digits
+	$(RUN_P1)
+bench-serving: bench-deps
+	@ls $(REPOSITORY)/mnist/*/manifest.json >/dev/null 2>&1 || \
+	  $(MAKE) --no-print-directory model-mnist
+	$(RUN_SERVING)
+bench-p6: bench-deps
+	$(RUN_P6)
+bench-deps: install $(TRITON_VENV)/bin/python
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PIP_INSTALL) -e '.[$(EXTRAS),bench]'
 	@ls $(REPOSITORY)/digits/*/manifest.json >/dev/null 2>&1 || $(MAKE) --no-print-directory model-digits
-	@ls $(REPOSITORY)/mnist/*/manifest.json >/dev/null 2>&1 || \
-	  $(MAKE) --no-print-directory model-mnist
-	$(BIN)/python -m benchmarks.serving --repository $(REPOSITORY) --seconds $(BENCH_SECONDS) \
-	  --out results/bench.json
-
-# P6: this service vs a real Triton Inference Server (nvidia-pytriton, CPU only) in its own venv
-TRITON_VENV ?= .venv-triton
 $(TRITON_VENV)/bin/python:
 	$(PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/pip install --disable-pip-version-check -q \
 	  -c benchmarks/peers/triton-constraints.txt nvidia-pytriton onnxruntime
-bench-p6: install $(TRITON_VENV)/bin/python
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	@ls $(REPOSITORY)/digits/*/manifest.json >/dev/null 2>&1 || $(MAKE) --no-print-directory model-digits
-	$(BIN)/python -m benchmarks.p6_triton --triton-python $(TRITON_VENV)/bin/python \
-	  --repository $(REPOSITORY) --seconds $(BENCH_SECONDS)
 
 # Bounded headless locust run against a server it starts (or LOAD_HOST); fails on any failed
 # request or a p95 above P95_MS. Reports: $(LOAD_RESULTS)/locust_*.csv and report.html.

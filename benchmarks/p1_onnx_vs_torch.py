@@ -11,6 +11,7 @@ of held-out-shaped inputs, then decode their mu.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -84,18 +85,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=1.0, help="per round and engine")
+    p.add_argument("--out", help="also write the rows here as JSON (make bench's table)")
     args = p.parse_args(argv)
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
     print("| model | batch | threads | PyTorch eager items/s | onnxruntime items/s | ratio |")
     print("|---|---|---|---|---|---|")
+    rows: list[dict] = []
     for ck in args.checkpoint:
         if not Path(ck).exists():
             print(f"| {ck} absent: skipped | | | | | |")
             continue
         for r in bench_model(ck, ints(args.batches), ints(args.threads), args.rounds,
                              args.seconds):
+            rows.append(r)
             print(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['torch']:,.0f} | "
                   f"{r['ort']:,.0f} | {r['ratio']:.2f}× |", flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
