@@ -66,7 +66,7 @@ serve: model
 # table with each goal (benchmarks/table.py): P1 onnxruntime vs PyTorch eager, P2-P5 serving
 # (benchmarks/serving.py), P6 vs a real Triton Inference Server (nvidia-pytriton, CPU only, in
 # its own venv). Needs both models (make model-mnist is the long step) and Debian's wrk
-# (installed here with apt when missing). BENCH_SECONDS per run, 3 runs per cell; ~10 min with
+# (installed here with apt when missing). BENCH_SECONDS per run, 3 runs per cell; ~8.5 min with
 # the models present. bench-p1, bench-serving and bench-p6 run one part alone.
 BENCH_SECONDS ?= 10
 TRITON_VENV ?= .venv-triton
