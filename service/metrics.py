@@ -1,4 +1,5 @@
-"""The service's own Prometheus series (prefix vae_), served by BentoML's /metrics.
+"""The service's own Prometheus series (prefix vae_), served at /metrics by the front door
+(or by BentoML's route with VAE_BENTOML_METRICS=true).
 
 `bentoml serve` sets PROMETHEUS_MULTIPROC_DIR before workers start, so these prometheus_client
 objects write per-process files that /metrics merges across workers. Gauges therefore declare a
@@ -55,11 +56,11 @@ COMPUTE_SECONDS = Histogram("vae_compute_seconds", "onnxruntime time of one run,
                             ["graph"], buckets=LATENCY_BUCKETS)
 
 
-class _Pending:
+class _HeldBack:
     """Observations made in the serving event loop, kept in memory and written to the
     multiprocess files together at most `tick` seconds later (and before this worker renders
     /metrics). Each prometheus_client write to those files takes a lock and packs into an
-    mmap, ~1 µs; a one-item /encode made eight (benchmark P2: ~6 % of its time)."""
+    mmap; a one-item /encode made eight (docs/BENCHMARKS.md, P2)."""
 
     def __init__(self, tick: float = 0.1):
         self.tick = tick
@@ -85,12 +86,12 @@ class _Pending:
             holder.flush()
 
 
-PENDING = _Pending()
+HELD_BACK = _HeldBack()
 
 
 def flush_metrics() -> None:
     """Write what this process holds back (call from its event loop thread)."""
-    PENDING.flush()
+    HELD_BACK.flush()
 
 
 class LazyCounter:
@@ -102,7 +103,7 @@ class LazyCounter:
         self.child, self.pending = child, 0.0
 
     def inc(self, amount: float = 1) -> None:
-        if PENDING.mark(self):
+        if HELD_BACK.mark(self):
             self.pending += amount
         else:
             self.child.inc(amount)
@@ -115,7 +116,12 @@ class LazyCounter:
 
 class LazyHistogram:
     """A Histogram child observed in batches: the sum and each bucket written once per flush
-    (what Histogram.observe writes per value, through the same value objects)."""
+    (what Histogram.observe writes per value, through the same value objects).
+
+    prometheus_client has no public batched observe, so flush() writes the child's
+    `_upper_bounds`, `_sum` and `_buckets`: prometheus-client is pinned to one version
+    (pyproject.toml), and tests/test_metrics_logic.py compares these writes with observe()'s,
+    so a release that changes them fails there before it is allowed in."""
 
     __slots__ = ("child", "values")
 
@@ -123,14 +129,14 @@ class LazyHistogram:
         self.child, self.values = child, []
 
     def observe(self, amount: float) -> None:
-        if PENDING.mark(self):
+        if HELD_BACK.mark(self):
             self.values.append(amount)
         else:
             self.child.observe(amount)
 
     def observe_many(self, amounts: list[float]) -> None:
         """observe() of each, held back with one mark (a batch's queue times)."""
-        if PENDING.mark(self):
+        if HELD_BACK.mark(self):
             self.values.extend(amounts)
         else:
             for amount in amounts:
@@ -159,13 +165,13 @@ class LazyGauge:
         self.child, self.value = child, 0
 
     def inc(self) -> None:
-        if PENDING.mark(self):
+        if HELD_BACK.mark(self):
             self.value += 1
         else:
             self.child.inc()
 
     def dec(self) -> None:
-        if PENDING.mark(self):
+        if HELD_BACK.mark(self):
             self.value -= 1
         else:
             self.child.dec()

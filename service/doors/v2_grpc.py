@@ -1,7 +1,8 @@
-"""KServe V2 gRPC: `inference.GRPCInferenceService` with the stubs tritonclient ships
-(tritonclient.grpc.service_pb2_grpc), served by grpc's thread-pool server in each worker; its
-handlers hand their rows to that worker's batchers in the event loop, so gRPC requests share
-the batchers, limits and metrics with HTTP.
+"""The KServe V2 gRPC door: `inference.GRPCInferenceService` with the stubs tritonclient ships
+(tritonclient.grpc.service_pb2_grpc), served by grpc's thread-pool server in each worker.
+Protobuf is decoded and encoded in grpc's threads; the V2 models (service/operations/v2.py)
+run in the worker's event loop, so gRPC requests share the batchers, limits and metrics with
+HTTP. Each RPC goes through the same lifecycle as an HTTP request (service/lifecycle/calls.py).
 
 Every worker binds the port with SO_REUSEPORT and the kernel spreads connections over them,
 as BentoML spreads HTTP connections (README, "gRPC and workers"). on_deployment checks first
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,38 +23,21 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pbg
 
-from service import oip
-from service.accesslog import ACCESS_LOG
-from service.admission import ADMISSION
-from service.auth import BearerAuth
 from service.config import Settings
-from service.errors import ApiError, BadInput, LimitExceeded
-from service.metrics import ERRORS, series
-from service.oip import Tensor
+from service.errors import ApiError, BadInput
+from service.lifecycle.auth import BearerAuth
+from service.lifecycle.calls import Call, request_id, v2_endpoint
+from service.operations import v2
 
 log = logging.getLogger("vae.grpc")
-Code = grpc.StatusCode
 # typed contents field per datatype (when a client does not send raw_input_contents)
 CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
             "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
             "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
             "FP32": "fp32_contents", "FP64": "fp64_contents"}
-REASONS = {Code.INVALID_ARGUMENT: "bad_input", Code.NOT_FOUND: "not_found",
-           Code.RESOURCE_EXHAUSTED: "too_large", Code.UNAVAILABLE: "overload",
-           Code.DEADLINE_EXCEEDED: "deadline", Code.CANCELLED: "client_closed",
-           Code.UNAUTHENTICATED: "unauthorized"}
 
 
-def status_code(exc: ApiError) -> grpc.StatusCode:
-    """The contract's mapping: bad input, unknown model/version, over a limit, overload."""
-    if isinstance(exc, LimitExceeded) or exc.status == 413:
-        return Code.RESOURCE_EXHAUSTED
-    return {400: Code.INVALID_ARGUMENT, 422: Code.INVALID_ARGUMENT, 404: Code.NOT_FOUND,
-            401: Code.UNAUTHENTICATED,
-            429: Code.UNAVAILABLE, 503: Code.UNAVAILABLE}.get(exc.status, Code.INTERNAL)
-
-
-def decode_inputs(request: pb.ModelInferRequest) -> list[Tensor]:
+def decode_inputs(request: pb.ModelInferRequest) -> list[v2.Tensor]:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise BadInput(f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} "
@@ -68,8 +51,8 @@ def decode_inputs(request: pb.ModelInferRequest) -> list[Tensor]:
             data = list(getattr(t.contents, CONTENTS[t.datatype]))
         else:
             data = []  # to_array names the unsupported datatype
-        tensors.append(Tensor(t.name, t.datatype, shape,
-                              oip.to_array(t.name, t.datatype, shape, data)))
+        tensors.append(v2.Tensor(t.name, t.datatype, shape,
+                                 v2.to_array(t.name, t.datatype, shape, data)))
     return tensors
 
 
@@ -81,54 +64,43 @@ def parameters(request: Any) -> dict[str, Any]:
     return out
 
 
-def _model_label(name: str) -> str:
-    return name if name in oip.MODELS else "unknown"
-
-
-def rpc(label: Callable[[Any], str], admit: bool = False) -> Callable:
-    """Metrics, the shared concurrency limit, the deadline and the error mapping of one RPC.
-    The handler runs in one of grpc's threads and gets the seconds left before the client's
-    deadline (None: no deadline) for what it waits on in the event loop."""
+def rpc(path: Callable[[Any], str], admit: bool = False) -> Callable:
+    """One RPC's lifecycle, as an HTTP request's: request ID (metadata x-request-id),
+    authentication, admission, metrics, access log, and the error table's gRPC code. The
+    handler runs in one of grpc's threads and gets the Call and the seconds left before the
+    client's deadline (None: no deadline) for what it waits on in the event loop."""
     def deco(fn: Callable) -> Callable:
         def wrapper(self: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
-            endpoint, t0, code, message = label(request), time.perf_counter(), Code.OK, ""
-            metrics = series(endpoint, "grpc")
-            metrics.in_flight.inc()
-            admitted = False
+            endpoint = path(request)
+            metadata = dict(context.invocation_metadata() or ())
+            call = Call(v2_endpoint(endpoint) or "other", "grpc",
+                        request_id(metadata.get("x-request-id")), type(request).__name__,
+                        endpoint, self.access_log)
+            code, kind, message = "OK", None, ""
             try:
                 if self.auth is not None and not self.auth.allows(
-                        endpoint, dict(context.invocation_metadata() or ()).get("authorization")):
+                        endpoint, metadata.get("authorization")):
                     raise ApiError("authorization: a valid bearer token is required "
-                                   "(metadata authorization: Bearer <token>)", 401)
-                if admit and not (admitted := ADMISSION.try_enter()):
-                    raise ApiError(ADMISSION.refusal(), 429)
+                                   "(metadata authorization: Bearer <token>)", "unauthorized")
+                if admit:
+                    call.admit()
                 left = context.time_remaining()
-                return fn(self, request, None if left is None or left > 1e6 else max(left, 0))
+                return fn(self, request, call, None if left is None or left > 1e6
+                          else max(left, 0))
             except ApiError as exc:
-                code, message = status_code(exc), exc.message
+                code, kind, message = exc.grpc_code, exc.kind, exc.message
             except TimeoutError:
-                code, message = Code.DEADLINE_EXCEEDED, ("the client's deadline passed before "
-                                                         "the answer")
+                code, kind = "DEADLINE_EXCEEDED", "timeout"
+                message = "the client's deadline passed before the answer"
             except Exception:
-                code = Code.INTERNAL
+                code, kind = "INTERNAL", "internal"
                 log.exception("gRPC %s failed", endpoint)
                 raise  # grpc answers UNKNOWN, without the details
             finally:
-                if admitted:
-                    ADMISSION.leave()
-                if code is Code.OK and not context.is_active():
-                    code = Code.CANCELLED  # the client went away before the answer
-                metrics.in_flight.dec()
-                metrics.requests(code.name).inc()
-                metrics.latency.observe(time.perf_counter() - t0)
-                if code is not Code.OK:
-                    ERRORS.labels(endpoint, REASONS.get(code, "internal"), "grpc").inc()
-                if self.access_log:
-                    ACCESS_LOG.write({
-                        "ts": time.time(), "protocol": "grpc", "method": type(request).__name__,
-                        "path": endpoint, "status": code.name, "peer": context.peer(),
-                        "ms": round(1000 * (time.perf_counter() - t0), 3)})
-            context.abort(code, message)  # raises: the RPC ends with this status
+                if code == "OK" and not context.is_active():
+                    code, kind = "CANCELLED", "client_closed"  # the client went away
+                call.finish(code, kind, peer=context.peer())
+            context.abort(getattr(grpc.StatusCode, code), message)  # raises: ends the RPC
         return wrapper
     return deco
 
@@ -139,87 +111,78 @@ def _tensor_meta(specs: list[dict]) -> list[pb.ModelMetadataResponse.TensorMetad
 
 
 class Servicer(pbg.GRPCInferenceServiceServicer):
-    """The V2 RPCs, run by grpc's synchronous server in its threads: per call it costs much
-    less than grpc.aio, whose completion-queue poller thread hands every event of every call to
-    the event loop (benchmark P6). What must happen in the event loop (the batchers, the
-    repository) is handed to it; the rest (protobuf in and out, validation) stays here."""
+    """The V2 RPCs, run by grpc's synchronous server in its threads: per call it costs less
+    than grpc.aio, whose completion-queue poller thread hands every event of every call to
+    the event loop (docs/BENCHMARKS.md, P6). What must happen in the event loop (the
+    operations, the repository) is handed to it; protobuf in and out stays here."""
 
     def __init__(self, current: Callable[[], Any], loop: asyncio.AbstractEventLoop,
                  access_log: bool = False, auth: Any = None):
         self.current = current  # -> the worker's service instance
         self.loop = loop  # the worker's event loop, where the batchers live
-        self.auth = auth  # service/auth.py BearerAuth, or None
-        self.access_log = access_log  # one JSON line per RPC, as the HTTP side writes
+        self.auth = auth  # BearerAuth, or None
+        self.access_log = access_log  # one JSON line per RPC, as for HTTP requests
 
     def _in_loop(self, work: Coroutine, timeout: float | None) -> Any:
         result = asyncio.run_coroutine_threadsafe(work, self.loop)
         try:
             return result.result(timeout)
         except TimeoutError:
-            result.cancel()
+            result.cancel()  # the batcher skips its rows if they have not run yet
             raise
 
     @rpc(lambda r: "/v2/health/live")
-    def ServerLive(self, request: Any, timeout: float | None) -> pb.ServerLiveResponse:
+    def ServerLive(self, request: Any, call: Call, timeout: float | None) -> Any:
         return pb.ServerLiveResponse(live=True)
 
     @rpc(lambda r: "/v2/health/ready")
-    def ServerReady(self, request: Any, timeout: float | None) -> pb.ServerReadyResponse:
+    def ServerReady(self, request: Any, call: Call, timeout: float | None) -> Any:
         return pb.ServerReadyResponse(ready=bool(self.current().models.runtimes))
 
-    @rpc(lambda r: f"/v2/models/{_model_label(r.name)}/ready")
-    def ModelReady(self, request: Any, timeout: float | None) -> pb.ModelReadyResponse:
-        ready = oip.model_ready(self.current().models, request.name, request.version)
+    @rpc(lambda r: f"/v2/models/{r.name}/ready")
+    def ModelReady(self, request: Any, call: Call, timeout: float | None) -> Any:
+        ready = v2.model_ready(self.current().models, request.name, request.version)
         return pb.ModelReadyResponse(ready=ready)
 
     @rpc(lambda r: "/v2")
-    def ServerMetadata(self, request: Any, timeout: float | None) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(**oip.server_metadata())
+    def ServerMetadata(self, request: Any, call: Call, timeout: float | None) -> Any:
+        return pb.ServerMetadataResponse(**v2.server_metadata())
 
-    @rpc(lambda r: f"/v2/models/{_model_label(r.name)}")
-    def ModelMetadata(self, request: Any, timeout: float | None) -> pb.ModelMetadataResponse:
-        md = oip.model_metadata(self.current().models, request.name, request.version)
+    @rpc(lambda r: f"/v2/models/{r.name}")
+    def ModelMetadata(self, request: Any, call: Call, timeout: float | None) -> Any:
+        md = v2.model_metadata(self.current().ops, request.name, request.version)
         return pb.ModelMetadataResponse(
             name=md["name"], versions=md["versions"], platform=md["platform"],
             inputs=_tensor_meta(md["inputs"]), outputs=_tensor_meta(md["outputs"]))
 
-    @rpc(lambda r: f"/v2/models/{_model_label(r.model_name)}/infer", admit=True)
-    def ModelInfer(self, request: Any, timeout: float | None) -> pb.ModelInferResponse:
+    @rpc(lambda r: f"/v2/models/{r.model_name}/infer", admit=True)
+    def ModelInfer(self, request: Any, call: Call, timeout: float | None) -> Any:
         svc = self.current()
-        model = request.model_name
-        rt = oip.resolve(svc.models, model, request.model_version)
-        p = oip.plan(rt, model, decode_inputs(request), parameters(request), svc.settings)
-        result = rt.submit_threadsafe(p.graph, p.rows, self.loop)
-        try:
-            outs = p.finish(result.result(timeout))
-        except TimeoutError:
-            result.cancel()  # the batcher skips it if it has not run yet
-            raise
-        series(f"/v2/models/{model}/infer", "grpc").items.inc(p.items)
-        resp = pb.ModelInferResponse(model_name=model, model_version=str(rt.manifest.version),
+        model, version = request.model_name, request.model_version
+        v2.resolve(svc.ops, model, version)  # unknown model or version first, as over REST
+        work = v2.infer(svc.ops, model, version, decode_inputs(request), parameters(request))
+        outs, res = self._in_loop(work, timeout)
+        call.count_items(res.items)
+        resp = pb.ModelInferResponse(model_name=model, model_version=str(res.version),
                                      id=request.id)
-        for name in [o.name for o in request.outputs] or list(outs):
-            if name not in outs:
-                raise BadInput(f"outputs: {name!r} is not an output of {model!r} "
-                               f"(outputs: {', '.join(outs)})")
+        for name in v2.selected_outputs([o.name for o in request.outputs], model, outs):
             arr = outs[name]
-            resp.outputs.add(name=name, datatype=oip.DATATYPE_OF[arr.dtype],
-                             shape=list(arr.shape))
+            resp.outputs.add(name=name, datatype=v2.datatype_of(arr), shape=list(arr.shape))
             resp.raw_output_contents.append(arr.astype(arr.dtype.newbyteorder("<")).tobytes())
         return resp
 
     @rpc(lambda r: "/v2/repository/index")
-    def RepositoryIndex(self, request: Any, timeout: float | None) -> Any:
+    def RepositoryIndex(self, request: Any, call: Call, timeout: float | None) -> Any:
         svc = self.current()
-        rows = self._in_loop(oip.repository_index(svc.models, svc.watcher, request.ready),
+        rows = self._in_loop(v2.repository_index(svc.models, svc.watcher, request.ready),
                              timeout)
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**r)
                                                   for r in rows])
 
-    @rpc(lambda r: "/v2/repository/models/{model}/load")
-    def RepositoryModelLoad(self, request: Any, timeout: float | None) -> Any:
+    @rpc(lambda r: f"/v2/repository/models/{r.model_name}/load")
+    def RepositoryModelLoad(self, request: Any, call: Call, timeout: float | None) -> Any:
         svc = self.current()
-        self._in_loop(oip.repository_load(svc.models, svc.watcher, request.model_name), timeout)
+        self._in_loop(v2.repository_load(svc.models, svc.watcher, request.model_name), timeout)
         return pb.RepositoryModelLoadResponse()
 
 

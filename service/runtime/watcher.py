@@ -17,7 +17,7 @@ from pathlib import Path
 
 from modelrepo.repository import ModelRepositoryError, list_versions
 from service.config import Settings
-from service.engine import ModelRuntime, ModelSet
+from service.runtime.engine import ModelRuntime, ModelSet
 
 log = logging.getLogger("vae.live")
 

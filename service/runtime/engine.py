@@ -18,10 +18,10 @@ import onnxruntime as ort
 
 from modelrepo.manifest import Manifest
 from modelrepo.repository import ModelRepositoryError, ModelVersion, list_versions, load_version
-from service import latent
-from service.batching import RowBatcher, settle
 from service.config import Settings
 from service.errors import VersionNotFound
+from service.runtime import latent
+from service.runtime.batching import RowBatcher, settle
 
 log = logging.getLogger("vae.engine")
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -125,8 +125,8 @@ class ModelRuntime:
 
     def encode_batch(self, x: np.ndarray) -> list[np.ndarray]:
         """What the encoder's batcher runs: mu, logvar and sigma, the last computed once per
-        batch rather than once per request (~2 µs of a one-item /encode, benchmark P4; numpy's
-        exp gives every row the same bits either way)."""
+        batch rather than once per request (numpy's exp gives every row the same bits either
+        way)."""
         mu, logvar = self.run_encoder(x)
         return [mu, logvar, latent.sigma_of(logvar)]
 
@@ -191,7 +191,7 @@ class ModelRuntime:
 def inline_limit_ms(setting_ms: float, cpus: float) -> float:
     """Runs expected to be shorter than this go inline in the event loop. With one usable core
     the batcher's thread could never overlap the loop, so only the stall others would feel
-    matters: up to 50 ms (benchmark P4: +7 % for the MNIST conv model). 0 keeps the thread."""
+    matters: up to 50 ms (docs/BENCHMARKS.md, P4). 0 keeps the thread."""
     if setting_ms == 0 or cpus > 1:
         return setting_ms
     return max(setting_ms, 50.0)

@@ -1,4 +1,5 @@
-"""Tensor encodings of the contract: JSON arrays, {"npy": base64}, {"png": [base64, ...]}.
+"""Tensor encodings of the contract ("Tensors in requests"): JSON arrays, {"npy": base64},
+{"png": [base64, ...]}, or an array a door decoded already (V2 tensors).
 
 Decoders validate everything before a tensor reaches a model: type, shape, finiteness, range,
 item limits. Each error names the field and the limit.
@@ -26,8 +27,7 @@ def _b64(data: Any, field: str) -> bytes:
     if not isinstance(data, str):
         raise BadInput(f"{field}: expected a base64 string")
     try:
-        # pybase64 (SIMD) decodes ~12x faster than binascii: 8 of ~200 µs of a one-item npy
-        # /encode (benchmark P4), 2 ms of a 256-item one (P3)
+        # pybase64 (SIMD) decodes several times faster than binascii (docs/BENCHMARKS.md)
         return pybase64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         pass
@@ -47,11 +47,11 @@ _HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int, int]] = {}  # header
 
 def load_npy(raw: bytes) -> np.ndarray:
     """np.load(allow_pickle=False) of raw .npy bytes. The usual file (numpy's own header,
-    float32/float64/uint8, C order, exact length) is read straight from the buffer: np.load's
-    file wrapper and ast parse of the header cost ~30 µs, 15 % of a one-item npy /encode
-    (benchmark P4). Headers seen before are looked up (clients send the same shapes again and
-    again; the regex and int parsing were half of what remained). Anything else, malformed
-    files included, goes to np.load itself."""
+    float32/float64/uint8, C order, exact length) is read straight from the buffer: np.load's file
+    wrapper and ast parse of the header were a large share of a one-item npy /encode
+    (docs/BENCHMARKS.md, P4). Headers seen before are looked up (clients send the same shapes
+    again and again; the regex and int parsing were half of what remained). Anything else,
+    malformed files included, goes to np.load itself."""
     major = raw[6] if len(raw) > 10 and raw[:6] == b"\x93NUMPY" else 0
     start = 10 if major == 1 else 12 if major in (2, 3) else 0
     if start:
@@ -116,6 +116,8 @@ def _from_json(value: list, field: str) -> np.ndarray:
 
 
 def _raw_array(value: Any, field: str, shape: list[int] | None) -> np.ndarray:
+    if isinstance(value, np.ndarray):  # decoded by a door already (V2 tensors)
+        return value.astype(np.float32, copy=False)
     if isinstance(value, list):
         return _from_json(value, field)
     if isinstance(value, dict) and len(value) == 1 and "npy" in value:
@@ -138,7 +140,7 @@ def check_values(arr: np.ndarray, field: str,
                  value_range: tuple[float, float] | None = None) -> None:
     """Every value finite, and inside value_range when given (non-empty arr). With finite
     bounds one min/max pass decides both, since NaN fails every comparison; the isfinite pass
-    runs only when it must (a hot path: a one-item request, benchmark P2)."""
+    runs only when it must (a hot path for one-item requests)."""
     if value_range is None:
         inside, bounded = True, False
     else:
@@ -180,7 +182,7 @@ def decode_latents(value: Any, field: str, latent_dim: int, max_items: int) -> n
 
 def encode_images(arr: np.ndarray, fmt: str) -> Any:
     """[..., C, H, W] float32 -> the response field in the request's output_format (json: the
-    array itself, written as nested lists by the response encoder, service/app.py)."""
+    array itself, written as nested lists by the JSON door, service/doors/http_json.py)."""
     if fmt == "json":
         return arr
     if fmt == "npy":

@@ -1,8 +1,8 @@
 """Request deadlines for many in-flight requests at the cost of a dict entry each.
 
-`asyncio.timeout` arms a timer per request, ~5 µs under uvloop (4 % of a one-item /encode,
-benchmark P2). Here a request registers its task with a deadline, and one sweep every `tick`
-seconds cancels the tasks past theirs, so a request times out between `timeout_s` and
+`asyncio.timeout` arms a timer per request, a measurable share of a one-item /encode
+(docs/BENCHMARKS.md, P2). Here a request registers its task with a deadline, and one sweep every
+`tick` seconds cancels the tasks past theirs, so a request times out between `timeout_s` and
 `timeout_s + tick` after it started; the sweep stops while nothing is in flight.
 """
 

@@ -53,7 +53,7 @@ def settle(future: asyncio.Future | Future, result: Any = None,
 
 
 @dataclass
-class _Pending:
+class _Queued:
     x: np.ndarray
     future: asyncio.Future | Future
     queued_at: float = field(default_factory=time.perf_counter)
@@ -65,7 +65,7 @@ class RowBatcher:
                  inline_max_ms: float = 0.0):
         self.graph = graph
         # A run expected to take less than this goes in the event loop itself: handing it to
-        # the thread and back costs ~20-50 µs and contends for the GIL (benchmarks P2, P6).
+        # the thread and back costs more than such a run and contends for the GIL.
         # The expectation: rows x a moving average of the measured seconds per row.
         self.inline_max_s = inline_max_ms / 1000.0
         self.row_seconds: float | None = None
@@ -74,7 +74,7 @@ class RowBatcher:
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue_rows = max_queue_rows
-        self.queue: deque[_Pending] = deque()
+        self.queue: deque[_Queued] = deque()
         self.queued_rows = 0
         self.wakeup = asyncio.Event()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{graph}")
@@ -99,7 +99,7 @@ class RowBatcher:
                             f"{self.max_queue_rows} (VAE_MAX_QUEUE_ROWS)")
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._loop())
-        self.queue.append(_Pending(x, future))
+        self.queue.append(_Queued(x, future))
         self.queued_rows += len(x)
         self.wakeup.set()
 
@@ -136,9 +136,9 @@ class RowBatcher:
         """Under load, let the loop turn while that grows the queue. Requests whose bytes came
         during the last run reach the queue only in the loop's next turns (one reads the
         sockets, the next runs their handlers), and closing the batch at the first of them
-        left the rest to a second run of 1-2 rows at twice the cost per row: ~45 % of runs
-        under load (benchmark P4). Started only when fewer rows wait than the last run had,
-        so a lone request on a quiet server goes at once (two empty turns cost ~8 µs)."""
+        left the rest to a second run of 1-2 rows at twice the cost per row (docs/BENCHMARKS.md,
+        P4). Started only when fewer rows wait than the last run had, so a lone request on a
+        quiet server goes at once."""
         if self.queued_rows >= self.last_rows:
             return
         while self.queued_rows < self.max_rows:
@@ -148,7 +148,7 @@ class RowBatcher:
             if self.queued_rows == before:
                 return
 
-    async def _run_batch(self, batch: list[_Pending], rows: int) -> None:
+    async def _run_batch(self, batch: list[_Queued], rows: int) -> None:
         start = time.perf_counter()
         self.last_rows = rows
         self.queue_seconds.observe_many([start - p.queued_at for p in batch])

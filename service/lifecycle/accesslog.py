@@ -1,10 +1,11 @@
 """The JSON access log: one object per request or RPC, on stderr (VAE_ACCESS_LOG=json).
 
-Written by the HTTP middleware (in the worker's event loop) and the gRPC wrapper (in grpc's
-threads). Lines are serialised with orjson and buffered: the buffer goes out in one write when
-it reaches 64 KiB or 0.2 s after its first line, so under load one syscall carries hundreds of
-lines (the logging module's handler, lock, formatter and a write + flush per line cost ~20 % of
-a one-item /encode, benchmark P2). Whatever is buffered is written at exit.
+Written by the request lifecycle (service/lifecycle/calls.py) from the worker's event loop
+(HTTP) and from grpc's threads. Lines are serialised with orjson and buffered: the buffer goes
+out in one write when it reaches 64 KiB or 0.2 s after its first line, so under load one syscall
+carries hundreds of lines (the logging module's handler, lock, formatter and a write + flush per
+line were a large share of a small request: docs/BENCHMARKS.md, P2). Whatever is buffered is
+written at exit.
 """
 
 from __future__ import annotations

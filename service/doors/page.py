@@ -1,4 +1,5 @@
-"""The latent explorer at /ui: static HTML/CSS/JS from service/ui/, no build step, no CDN.
+"""The page door: the latent explorer at /ui, static HTML/CSS/JS from service/doors/ui/, no
+build step, no CDN.
 
 The page calls only the public JSON endpoints (so it doubles as an example of the API). Its
 Content-Security-Policy allows nothing but this origin: no third-party script, style or

@@ -1,0 +1,236 @@
+"""The HTTP front door: the one route every HTTP request takes, in every configuration.
+
+Installed with BentoML's documented `Service.add_asgi_middleware` (service/app.py calls
+`install`), it sits inside BentoML's outer layers (OpenTelemetry tracing, its traffic metrics
+and access log when enabled, its timeout) and in front of BentoML's router. BentoML's router
+and API machinery cost several times this service's own work per small request
+(docs/BENCHMARKS.md, P2), so the front door answers the JSON API, V2 REST, /metrics and the
+API documents itself; everything else (health, /ui, Swagger's assets, unknown paths) goes on
+to BentoML, with the request ID added and error bodies in the contract's shape. CORS, when
+configured, is Starlette's CORSMiddleware directly in front of this door (BentoML's own CORS
+layer sits behind user middleware, where it would never see the API).
+
+Per request: request ID, authentication, admission (429), deadline (504), body limits (413)
+and content type (415), then the door (http_json, v2_rest, openapi), then metrics and the
+access log (service/lifecycle/calls.py), with errors from the one table in service/errors.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.middleware.cors import CORSMiddleware
+
+from service.config import Settings
+from service.doors import http_json, openapi, v2_rest
+from service.doors.http_json import JSON, Answer
+from service.errors import RETRY_AFTER_STATUSES, ApiError, NotReady
+from service.lifecycle.admission import ADMISSION
+from service.lifecycle.auth import CHALLENGE, BearerAuth
+from service.lifecycle.calls import Call, request_id, v2_endpoint
+from service.lifecycle.deadlines import Deadlines
+from service.metrics import flush_metrics, render_metrics
+from service.operations.api import OPERATIONS
+
+log = logging.getLogger("vae.http")
+Scope = dict[str, Any]
+LABELLED = {"/livez", "/readyz", "/metrics", "/docs", "/docs.json", "/"}  # others: "other"
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+def install(service: Any, settings: Settings) -> None:
+    """Put the front door (and CORS, when configured) into the BentoML service."""
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        service.add_asgi_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Content-Type", "X-Request-ID", "Authorization"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Model-Version"])
+    service.add_asgi_middleware(FrontDoor, settings=settings)
+
+
+class FrontDoor:
+    def __init__(self, app: Any, settings: Settings,
+                 instance: Callable[[], Any] | None = None):
+        import bentoml  # the worker's service instance, once it exists
+
+        self.app = app  # BentoML's router (and what stands behind this door)
+        self.settings = settings
+        self.instance = instance or bentoml.get_current_service
+        self.auth = BearerAuth.from_settings(settings)
+        self.deadlines = Deadlines(settings.timeout_s)
+        self.access_log = settings.access_log == "json"
+        self.serve_metrics = not settings.bentoml_metrics  # else BentoML's /metrics route
+        ADMISSION.limit = settings.max_concurrency
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        headers = dict(scope["headers"])
+        rid = request_id(headers.get(b"x-request-id"))
+        op = OPERATIONS.get(path)
+        endpoint = path if op is not None or path in LABELLED else v2_endpoint(path) or "other"
+        call = Call(endpoint, "http", rid, method, path, self.access_log)
+        status, kind = 499, None  # 499: the client left before an answer was started
+        try:
+            if self.auth is not None and method != "OPTIONS" and not self.auth.allows(
+                    path.rstrip("/") or "/", headers.get(b"authorization")):
+                raise ApiError("Authorization: a valid bearer token is required "
+                               "(Authorization: Bearer <token>)", "unauthorized")
+            answer = await self._answer(scope, receive, method, path, op, headers, call)
+            if answer is None:  # not ours: BentoML's
+                status = await self._forward(scope, receive, send, rid)
+                return
+            status = answer.status
+            call.count_items(answer.items)
+            await _send(send, answer.status, answer.headers, answer.body, rid,
+                        head=method == "HEAD")
+        except ApiError as exc:
+            status, kind = exc.status, exc.kind
+            await _send_error(send, exc, rid)
+        except ClientGone:
+            pass  # 499, nothing to send
+        except Exception:  # a bug: logged with its traceback, answered as the contract's 500
+            log.exception("%s %s failed", method, path)
+            exc = ApiError(f"{path}: internal error; the server log has the details",
+                           "internal")
+            status, kind = exc.status, exc.kind
+            await _send_error(send, exc, rid)
+        finally:
+            call.finish(status, kind)
+
+    async def _answer(self, scope: Scope, receive: Any, method: str, path: str, op: Any,
+                      headers: dict[bytes, bytes], call: Call) -> Answer | None:
+        """This door's answer, or None for a request BentoML answers."""
+        if op is not None:
+            if method != "POST":
+                raise ApiError(f"method: {method} {path} is not served; use POST with a JSON "
+                               "body ({} for the defaults)", "method")
+            svc = self._service()
+            return await self._api_call(receive, headers, call, lambda body:
+                                        http_json.call(op, svc.ops, body), json_only=True)
+        if path.startswith("/v2"):
+            found = v2_rest.route(method, path)
+            if found is not None:
+                handler, params = found
+                svc = self._service()
+                if method == "POST":  # inference and repository calls: the API's limits
+                    return await self._api_call(receive, headers, call, lambda body:
+                                                handler(svc, body, headers, **params))
+                return await handler(svc, b"", headers, **params)
+        if method in ("GET", "HEAD"):
+            if path == "/metrics" and self.serve_metrics:
+                flush_metrics()  # this worker's held-back observations first
+                body = await asyncio.to_thread(render_metrics)  # reads every worker's files
+                return Answer(200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+            if path == "/docs.json":
+                return Answer(200, orjson.dumps(openapi.document(self._service())))
+            if path in ("/", "/docs"):
+                return Answer(200, openapi.SWAGGER_PAGE, [(b"content-type", b"text/html")])
+        return None
+
+    def _service(self) -> Any:
+        svc = self.instance()
+        if svc is None:  # the worker is still starting
+            raise NotReady("the service is starting")
+        return svc
+
+    async def _api_call(self, receive: Any, headers: dict[bytes, bytes], call: Call,
+                        run: Callable[[bytes], Any], json_only: bool = False) -> Answer:
+        """An inference or repository call: admitted, bounded in time and body size."""
+        ctype = headers.get(b"content-type", b"application/json").decode("latin-1")
+        # V2 bodies may carry binary tensors after the JSON header (any content type)
+        if json_only and ctype.split(";")[0].strip().lower() != "application/json":
+            raise ApiError(f"Content-Type: {ctype!r} is not accepted; send application/json",
+                           "media_type")
+        limit = self.settings.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(f"body: {int(declared)} bytes exceed the limit of {limit} bytes",
+                           "too_large")
+        call.admit()
+        task = self.deadlines.enter()
+        try:
+            return await run(await _read_body(receive, limit))
+        except asyncio.CancelledError:
+            if not self.deadlines.timed_out(task):
+                raise
+            raise ApiError(f"Not able to process the request in {self.settings.timeout_s:g} "
+                           "seconds", "timeout") from None
+        finally:
+            self.deadlines.leave(task)
+
+    async def _forward(self, scope: Scope, receive: Any, send: Any, rid: str) -> int:
+        """BentoML answers; -> its status. Its error bodies become the contract's."""
+        status, held = 499, None
+        rid_header = (b"x-request-id", rid.encode("latin-1"))
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status, held
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status >= 400:  # its body is replaced once it ends
+                    held = message
+                    return
+                message["headers"] = [*message.get("headers", []), rid_header]
+                await send(message)
+            elif held is not None:
+                if not message.get("more_body", False):
+                    keep = [(k, v) for k, v in held.get("headers", [])
+                            if k.lower() not in (b"content-length", b"content-type")]
+                    message = f"{scope['method']} {scope['path']}: {HTTPStatus(status).phrase}"
+                    await _send_error(send, ApiError.for_status(status, message), rid, keep)
+            else:
+                await send(message)
+
+        await self.app(scope, receive, send_with_id)
+        return status
+
+
+async def _read_body(receive: Any, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone  # the client left mid-body: nothing to answer
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(f"body: exceeds the limit of {limit} bytes", "too_large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send_error(send: Any, exc: ApiError, rid: str,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """The contract's error body: {"error": message naming the field, "request_id"}."""
+    data: dict[str, Any] = {"error": exc.message, "request_id": rid}
+    if getattr(exc, "detail", None):
+        data["detail"] = exc.detail
+    out = [*(headers or []), *JSON]
+    if exc.status in RETRY_AFTER_STATUSES and not any(k == b"retry-after" for k, _ in out):
+        out.append((b"retry-after", b"1"))
+    if exc.kind == "unauthorized":
+        out.append(CHALLENGE)
+    await _send(send, exc.status, out, orjson.dumps(data), rid)
+
+
+async def _send(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+                rid: str, head: bool = False) -> None:
+    """A whole response: the given headers plus content-length and the request ID."""
+    await send({"type": "http.response.start", "status": status, "headers": [
+        *headers, (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", rid.encode("latin-1"))]})
+    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -1,0 +1,54 @@
+"""The HTTP JSON door: a JSON body becomes an operation's request (service/operations/api.py),
+its result becomes a JSON answer, image fields in the request's output_format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.operations.api import Operation, Operations
+from service.operations.tensors import encode_images
+
+Headers = list[tuple[bytes, bytes]]
+JSON: Headers = [(b"content-type", b"application/json")]
+
+
+@dataclass
+class Answer:
+    """A whole HTTP answer; the front door adds content-length and the request ID."""
+
+    status: int
+    body: bytes
+    headers: Headers = field(default_factory=lambda: JSON)
+    items: int = 0  # rows processed, for vae_items_total
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        # float64 so that numbers print exactly as float(x) would (what .tolist() gives)
+        return value.astype(np.float64) if value.dtype == np.float32 else \
+            np.ascontiguousarray(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_bytes(out: dict[str, Any]) -> bytes:
+    """orjson writes numpy arrays without a .tolist() round trip; float32 as float64 so that
+    every door prints the same numbers."""
+    for k, v in out.items():
+        if type(v) is np.ndarray and v.dtype == np.float32:
+            out[k] = v.astype(np.float64)
+    return orjson.dumps(out, default=_as_json, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def call(op: Operation, ops: Operations, body: bytes) -> Answer:
+    """One operation; ApiError for anything the client must fix."""
+    req = op.parse(body)
+    res = await op.run(ops, req)
+    fields = dict(res)
+    for name in op.image_outputs:
+        fields[name] = encode_images(fields[name], req.output_format)
+    headers = [*JSON, (b"x-model-version", str(res.version).encode())]
+    return Answer(200, json_bytes(fields), headers, res.items)

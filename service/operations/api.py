@@ -1,0 +1,295 @@
+"""Every operation of the public contract (../shared/API.md), written once for every door.
+
+Each operation declares its request (a pydantic model: fields, defaults, limits, descriptions,
+an example) and an async function that returns arrays. The doors (HTTP JSON, V2 REST, gRPC)
+only parse their wire format into that request, call the operation and write its result in
+their wire format; the V2 models (service/operations/v2.py) are calls into these same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelrepo import scoring
+from service.config import Settings
+from service.errors import BadInput, LimitExceeded, NotReady, VersionNotFound
+from service.operations.tensors import decode_images, decode_latents
+from service.runtime import latent
+from service.runtime.engine import ModelRuntime, ModelSet
+
+# z = T * eps must stay finite and meaningful; eps beyond +-6 is rare, so this is ample.
+MAX_TEMPERATURE = 100.0
+IMAGES = {"description": "images [N, *S], [N, prod(S)] or (C = 1) [N, H, W] as a JSON array, "
+                         "or {\"npy\": base64 .npy}, or {\"png\": [base64 PNG, ...]}"}
+LATENTS = {"description": "latent codes [N, Z] as a JSON array or {\"npy\": base64 .npy}"}
+
+Version = Annotated[int | None, Field(ge=1, strict=True,
+                                      description="model version; default the highest")]
+Seed = Annotated[int | None, Field(ge=0, strict=True,
+                                   description="seed for eps; omit for fresh draws")]
+OutputFormat = Annotated[Literal["json", "npy", "png"],
+                         Field(description="encoding of image outputs")]
+
+
+class Request(BaseModel):
+    """A request: unknown fields are refused by name (a typo such as "sampels" must not pass)."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Version = None
+
+
+class Result(dict):
+    """An operation's answer: its fields, plus what the doors report beside them."""
+
+    def __init__(self, fields: dict[str, Any], version: int, items: int = 0):
+        super().__init__(fields)
+        self.version, self.items = version, items
+
+
+def validation_error(exc: ValidationError) -> BadInput:
+    """Each invalid field by name and what is wrong with it."""
+    details = exc.errors(include_url=False, include_context=False, include_input=False)
+    parts = [f"{'.'.join(str(p) for p in d['loc']) or 'body'}: {d['msg']}" for d in details]
+    err = BadInput("; ".join(parts))
+    err.detail = [{k: d[k] for k in ("loc", "msg", "type") if k in d} for d in details]
+    return err
+
+
+def _limit(field: str, value: int, limit: int) -> None:
+    if value > limit:
+        raise LimitExceeded(f"{field}: {value} exceeds the limit of {limit}")
+
+
+class Encode(Request):
+    """q(z|x) = N(mu, sigma^2) of each image; with samples > 0 also z = mu + sigma * eps."""
+    inputs: Any = Field(json_schema_extra=IMAGES)
+    samples: int = Field(0, ge=0, strict=True, description="z samples per item")
+    seed: Seed = None
+
+
+class Decode(Request):
+    """The decoder's mean image of each latent code."""
+    z: Any = Field(json_schema_extra=LATENTS)
+    output_format: OutputFormat = "json"
+
+
+class Sample(Request):
+    """n draws from the prior, z = temperature * eps, decoded."""
+    n: int = Field(1, ge=1, strict=True, description="how many")
+    temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False, strict=True,
+                               description="z ~ N(0, T^2 I)",
+                               # OpenAPI 3.0: an exclusive bound is a flag
+                               json_schema_extra={"minimum": 0, "exclusiveMinimum": True})
+    seed: Seed = None
+    output_format: OutputFormat = "json"
+
+
+class Interpolate(Request):
+    """Paths between pairs: images (their mu) or latent codes; lerp or slerp."""
+    start: Any = Field(None, json_schema_extra=IMAGES)
+    end: Any = Field(None, json_schema_extra=IMAGES)
+    start_z: Any = Field(None, json_schema_extra=LATENTS)
+    end_z: Any = Field(None, json_schema_extra=LATENTS)
+    steps: int = Field(8, ge=2, strict=True, description="points per path, endpoints included")
+    method: Literal["lerp", "slerp"] = "lerp"
+    output_format: OutputFormat = "json"
+
+
+class Reconstruct(Request):
+    """Decode mu of each image, or one z drawn from q(z|x) when sample is true."""
+    inputs: Any = Field(json_schema_extra=IMAGES)
+    sample: bool = Field(False, strict=True, description="decode a draw instead of mu")
+    seed: Seed = None
+    output_format: OutputFormat = "json"
+
+
+class Score(Request):
+    """-ELBO and the importance-weighted NLL bound (nats per item), and the held-out
+    percentile of -ELBO."""
+    inputs: Any = Field(json_schema_extra=IMAGES)
+    k: int = Field(1, ge=1, strict=True, description="importance samples")
+    seed: Seed = None
+
+
+class LatentMap(Request):
+    """The reference set's mu projected to 2-D, with labels."""
+
+
+class ModelInfo(Request):
+    """The served model: identity, shapes, graphs, training metrics."""
+
+
+class Operations:
+    """The operations over one model's loaded versions, with this worker's limits."""
+
+    def __init__(self, models: ModelSet, settings: Settings):
+        self.models, self.settings = models, settings
+
+    def runtime(self, version: int | None) -> ModelRuntime:
+        if not self.models.runtimes:
+            raise NotReady("no model version is loaded yet")
+        return self.models.get(version)
+
+    def images(self, rt: ModelRuntime, value: Any, field: str) -> np.ndarray:
+        return decode_images(value, field, rt.shape, rt.manifest.input.range,
+                             self.settings.max_items)
+
+    def latents(self, rt: ModelRuntime, value: Any, field: str) -> np.ndarray:
+        return decode_latents(value, field, rt.latent_dim, self.settings.max_items)
+
+    async def encode(self, r: Encode) -> Result:
+        _limit("samples", r.samples, self.settings.max_samples)
+        rt = self.runtime(r.version)
+        x = self.images(rt, r.inputs, "inputs")
+        mu, logvar, sigma = await rt.aencode(x)
+        out = {"mu": mu, "sigma": sigma, "logvar": logvar}
+        if r.samples > 0:
+            eps = latent.draw_eps(r.seed, (len(x), r.samples, rt.latent_dim))
+            out["z"] = latent.sample_posterior(mu, sigma, eps)
+        return Result(out, rt.manifest.version, len(x))
+
+    async def decode(self, r: Decode) -> Result:
+        rt = self.runtime(r.version)
+        z = self.latents(rt, r.z, "z")
+        return Result({"outputs": await rt.adecode(z)}, rt.manifest.version, len(z))
+
+    async def sample(self, r: Sample) -> Result:
+        _limit("n", r.n, self.settings.max_n)
+        rt = self.runtime(r.version)
+        z = np.float32(r.temperature) * latent.draw_eps(r.seed, (r.n, rt.latent_dim))
+        return Result({"z": z, "outputs": await rt.adecode(z)}, rt.manifest.version, r.n)
+
+    async def interpolate(self, r: Interpolate) -> Result:
+        _limit("steps", r.steps, self.settings.max_steps)
+        rt = self.runtime(r.version)
+        images = (r.start, r.end) != (None, None)
+        if images and r.start is not None and r.end is not None and \
+                r.start_z is None and r.end_z is None:
+            xa, xb = self.images(rt, r.start, "start"), self.images(rt, r.end, "end")
+            if len(xa) != len(xb):
+                raise BadInput(f"start, end: {len(xa)} and {len(xb)} items; pairs must match")
+            mu = (await rt.aencode(np.concatenate([xa, xb])))[0]
+            a, b = mu[: len(xa)], mu[len(xa):]
+        elif not images and r.start_z is not None and r.end_z is not None:
+            a, b = self.latents(rt, r.start_z, "start_z"), self.latents(rt, r.end_z, "end_z")
+            if len(a) != len(b):
+                raise BadInput(f"start_z, end_z: {len(a)} and {len(b)} rows; pairs must match")
+        else:
+            raise BadInput("start, end, start_z, end_z: give either start and end (images) "
+                           "or start_z and end_z (latents)")
+        if r.steps * len(a) > self.settings.max_items:
+            raise LimitExceeded(f"steps: {r.steps} steps x {len(a)} pairs = {r.steps * len(a)} "
+                                f"decoded items exceed the limit of {self.settings.max_items} "
+                                "per request")
+        path = latent.interpolate(a, b, r.steps, r.method)
+        x = await rt.adecode(path.reshape(-1, rt.latent_dim))
+        return Result({"z": path, "outputs": x.reshape(len(a), r.steps, *rt.shape)},
+                      rt.manifest.version, len(a) * r.steps)
+
+    async def reconstruct(self, r: Reconstruct) -> Result:
+        rt = self.runtime(r.version)
+        x = self.images(rt, r.inputs, "inputs")
+        mu, _, sigma = await rt.aencode(x)
+        z = latent.sample_posterior(mu, sigma, latent.draw_eps(r.seed, mu.shape)) \
+            if r.sample else mu
+        return Result({"outputs": await rt.adecode(z)}, rt.manifest.version, len(x))
+
+    async def score(self, r: Score) -> Result:
+        _limit("k", r.k, self.settings.max_k)
+        rt = self.runtime(r.version)
+        x = self.images(rt, r.inputs, "inputs")
+        rows, limit = r.k * len(x), self.settings.max_score_rows
+        if rows > limit:
+            raise LimitExceeded(f"k: {r.k} samples x {len(x)} items = {rows} decoded rows "
+                                f"exceed the limit of {limit} per request")
+        mu, logvar, _ = await rt.aencode(x)
+        eps = latent.draw_eps(r.seed, (r.k, len(x), rt.latent_dim))
+        z = scoring.posterior_samples(mu, logvar, eps)
+        out = await rt.adecode_all(z.reshape(-1, rt.latent_dim))
+        neg_elbo, nll = scoring.score_decoded(x, mu, logvar, z, rt.manifest.likelihood, out)
+        ref = rt.reference
+        pct = None if ref is None else scoring.percentile(neg_elbo, ref["neg_elbo_sorted"])
+        return Result({"neg_elbo": neg_elbo, "nll_iwae": nll, "percentile": pct},
+                      rt.manifest.version, len(x))
+
+    async def latent_map(self, r: LatentMap) -> Result:
+        rt = self.runtime(r.version)
+        ref = rt.reference
+        if ref is None:
+            raise VersionNotFound(f"version: {rt.manifest.version} was exported without a "
+                                  "reference set (its training data was not at hand)")
+        return Result({"points": ref["points"], "labels": ref.get("labels"),
+                       "projection": rt.manifest.reference.projection,
+                       "projection_mean": ref["proj_mean"],
+                       "projection_components": ref["proj_components"]}, rt.manifest.version)
+
+    async def model(self, r: ModelInfo) -> Result:
+        rt = self.runtime(r.version)
+        m = rt.manifest
+        return Result({
+            "name": m.name, "version": m.version, "versions": self.models.versions,
+            "input": {"shape": m.input.shape, "dtype": m.input.dtype, "range": list(m.input.range)},
+            "latent_dim": m.latent_dim, "likelihood": m.likelihood,
+            "graphs": {g: {"sha256": e.sha256, "opset": e.opset} for g, e in m.graphs.items()},
+            "provider": rt.provider, "variant": rt.variant, "variants": ["fp32", *m.variants],
+            "training": {"data": m.training.get("data"), "metrics": m.training.get("metrics")},
+            "parity": m.parity.model_dump(), "created": m.created}, m.version)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation as the doors see it: its request model, its function, and which of its
+    result fields are images (written in the request's output_format)."""
+
+    name: str
+    request: type[Request]
+    run: Callable[[Operations, Any], Awaitable[Result]]
+    image_outputs: tuple[str, ...] = ()
+    # an example request for a model of input shape S and latent size Z (the API document's)
+    example: Callable[[list[int], int], dict] = lambda s, z: {}
+
+    @property
+    def route(self) -> str:
+        return "/" + self.name
+
+    @property
+    def summary(self) -> str:
+        return " ".join((self.request.__doc__ or self.name).split())
+
+    def parse(self, data: bytes | dict) -> Request:
+        """The request from a JSON body (bytes) or already-decoded fields; BadInput naming
+        each invalid field otherwise."""
+        try:
+            if isinstance(data, dict):
+                return self.request.model_validate(data)
+            return self.request.model_validate_json(data or b"{}")
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+
+
+def _image(s: list[int]) -> list:
+    return np.full((1, *s), 0.5).tolist()
+
+
+OPERATIONS: dict[str, Operation] = {op.route: op for op in (
+    Operation("encode", Encode, Operations.encode,
+              example=lambda s, z: {"inputs": _image(s), "samples": 2, "seed": 0}),
+    Operation("decode", Decode, Operations.decode, ("outputs",),
+              example=lambda s, z: {"z": [[0.0] * z]}),
+    Operation("sample", Sample, Operations.sample, ("outputs",),
+              example=lambda s, z: {"n": 4, "temperature": 0.8, "seed": 7}),
+    Operation("interpolate", Interpolate, Operations.interpolate, ("outputs",),
+              example=lambda s, z: {"start_z": [[0.0] * z], "end_z": [[1.0] * z], "steps": 5,
+                                    "method": "slerp"}),
+    Operation("reconstruct", Reconstruct, Operations.reconstruct, ("outputs",),
+              example=lambda s, z: {"inputs": _image(s), "output_format": "png"}),
+    Operation("score", Score, Operations.score,
+              example=lambda s, z: {"inputs": _image(s), "k": 100, "seed": 0}),
+    Operation("latent_map", LatentMap, Operations.latent_map),
+    Operation("model", ModelInfo, Operations.model),
+)}

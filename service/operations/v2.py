@@ -1,0 +1,216 @@
+"""The KServe V2 (Open Inference Protocol) models of ../shared/API.md — encoder, decoder,
+sample, interpolate — as calls into the operations of service/operations/api.py, so every
+limit and message is the JSON API's; and the protocol's metadata and repository calls.
+Transport-neutral: service/doors/v2_rest.py and v2_grpc.py only turn bytes into Tensors and
+the outputs back into bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
+
+from service.errors import ApiError, BadInput, ModelNotFound, NotReady, VersionNotFound
+from service.operations.api import OPERATIONS, Operations, Result
+from service.runtime.engine import ModelRuntime, ModelSet
+from service.runtime.watcher import RepositoryWatcher
+
+# what a client may send (each model then checks its own); BF16 and BYTES are not numbers here
+DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+             "FP16", "FP32", "FP64")
+MODELS = ("encoder", "decoder", "sample", "interpolate")
+EXTENSIONS = ["binary_tensor_data", "model_repository", "parameters"]
+
+
+@dataclass
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray  # already shaped and typed
+
+
+def datatype_of(arr: np.ndarray) -> str:
+    return np_to_triton_dtype(arr.dtype)
+
+
+def to_array(name: str, datatype: str, shape: list[int], flat: Any) -> np.ndarray:
+    """A tensor's elements (a list, or raw little-endian bytes) -> array of `shape`."""
+    if datatype not in DATATYPES:
+        raise BadInput(f"{name}: datatype {datatype!r} is not supported "
+                       f"({', '.join(DATATYPES)})")
+    if any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in shape):
+        raise BadInput(f"{name}: shape {shape} must be non-negative integers")
+    count, dtype = math.prod(shape), np.dtype(triton_to_np_dtype(datatype))
+    if isinstance(flat, bytes | bytearray | memoryview):
+        if len(flat) != count * dtype.itemsize:
+            raise BadInput(f"{name}: {len(flat)} bytes of data for shape {shape} {datatype}, "
+                           f"expected {count * dtype.itemsize}")
+        return np.frombuffer(flat, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    try:
+        with np.errstate(over="ignore"):  # overflow -> inf, refused later as not finite
+            arr = np.asarray(flat, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise BadInput(f"{name}: data are not {datatype} numbers") from None
+    if arr.size != count:
+        raise BadInput(f"{name}: {arr.size} elements of data for shape {shape}, "
+                       f"expected {count}")
+    return arr.reshape(shape)
+
+
+def _spec(name: str, datatype: str, shape: list[int], optional: bool = False) -> dict:
+    out = {"name": name, "datatype": datatype, "shape": shape}
+    return {**out, "parameters": {"optional": True}} if optional else out
+
+
+def signature(model: str, rt: ModelRuntime) -> tuple[list[dict], list[dict]]:
+    """Inputs and outputs of a V2 model for one version (shapes follow its manifest)."""
+    s, z = rt.shape, rt.latent_dim
+    if model == "encoder":
+        return ([_spec("x", "FP32", [-1, *s])],
+                [_spec("mu", "FP32", [-1, z]), _spec("logvar", "FP32", [-1, z])])
+    if model == "decoder":
+        return [_spec("z", "FP32", [-1, z])], [_spec("x", "FP32", [-1, *s])]
+    if model == "sample":
+        return ([_spec("n", "INT32", [1]), _spec("temperature", "FP32", [1], True),
+                 _spec("seed", "INT64", [1], True)],
+                [_spec("z", "FP32", [-1, z]), _spec("x", "FP32", [-1, *s])])
+    return ([_spec("start_z", "FP32", [-1, z]), _spec("end_z", "FP32", [-1, z]),
+             _spec("steps", "INT32", [1])],
+            [_spec("z", "FP32", [-1, -1, z]), _spec("x", "FP32", [-1, -1, *s])])
+
+
+def check_model(model: str) -> None:
+    if model not in MODELS:
+        raise ModelNotFound(f"model: {model!r} is unknown (models: {', '.join(MODELS)})")
+
+
+def resolve(ops: Operations, model: str, version: str | None) -> ModelRuntime:
+    check_model(model)
+    if not ops.models.runtimes:
+        raise NotReady("no model version is loaded yet")
+    if version in (None, ""):
+        return ops.models.get(None)
+    if not str(version).isdigit():
+        raise VersionNotFound(f"version: {version!r} is not an integer version")
+    return ops.models.get(int(version))
+
+
+def inputs_by_name(model: str, tensors: list[Tensor], rt: ModelRuntime) -> dict[str, Any]:
+    """A request's tensors checked against what the model takes: tensors [N, ...] stay arrays
+    (non-empty, finite), scalars [1] become Python numbers."""
+    specs = {s["name"]: s for s in signature(model, rt)[0]}
+    out: dict[str, Any] = {}
+    for t in tensors:
+        if t.name not in specs:
+            raise BadInput(f"{t.name}: model {model!r} has no input of that name "
+                           f"(inputs: {', '.join(specs)})")
+        if t.name in out:
+            raise BadInput(f"{t.name}: given twice")
+        spec, want = specs[t.name], specs[t.name]["shape"]
+        if t.datatype != spec["datatype"]:
+            raise BadInput(f"{t.name}: datatype {t.datatype}, expected {spec['datatype']}")
+        if len(t.shape) != len(want) or any(w not in (-1, d)
+                                             for w, d in zip(want, t.shape, strict=True)):
+            raise BadInput(f"{t.name}: shape {t.shape}, expected {want} (-1: any size)")
+        if want == [1]:
+            out[t.name] = t.data.reshape(-1)[0].item()
+        else:  # values and item limits are the operation's to check
+            out[t.name] = np.ascontiguousarray(t.data, dtype=np.float32)
+    for name, spec in specs.items():
+        if name not in out and not spec.get("parameters", {}).get("optional"):
+            raise BadInput(f"{name}: required input missing")
+    return out
+
+
+async def infer(ops: Operations, model: str, version: str | None, tensors: list[Tensor],
+                params: dict[str, Any]) -> tuple[dict[str, np.ndarray], Result]:
+    """One V2 inference through the operation behind the model; -> (outputs by name in the
+    model's order, the operation's result)."""
+    rt = resolve(ops, model, version)
+    given = inputs_by_name(model, tensors, rt)
+    v = rt.manifest.version
+    if model == "encoder":
+        res = await _call(ops, "encode", {"inputs": given["x"], "version": v}, "x")
+        return {"mu": res["mu"], "logvar": res["logvar"]}, res
+    if model == "decoder":
+        res = await _call(ops, "decode", {"z": given["z"], "version": v})
+        return {"x": res["outputs"]}, res
+    if model == "sample":
+        res = await _call(ops, "sample", {**given, "version": v})
+        return {"z": res["z"], "x": res["outputs"]}, res
+    res = await _call(ops, "interpolate", {**given, "method": params.get("method", "lerp"),
+                                           "version": v})
+    return {"z": res["z"], "x": res["outputs"]}, res
+
+
+def selected_outputs(asked: list[str], model: str, outs: dict[str, np.ndarray]) -> list[str]:
+    """The outputs a client named (all, in the model's order, when it named none)."""
+    for name in asked:
+        if name not in outs:
+            raise BadInput(f"outputs: {name!r} is not an output of {model!r} "
+                           f"(outputs: {', '.join(outs)})")
+    return asked or list(outs)
+
+
+async def _call(ops: Operations, name: str, fields: dict[str, Any],
+                inputs_as: str = "inputs") -> Result:
+    """The operation; its messages name the V2 input (`x`) where the JSON field differs."""
+    op = OPERATIONS["/" + name]
+    try:
+        return await op.run(ops, op.parse(fields))
+    except ApiError as exc:
+        if inputs_as != "inputs" and exc.message.startswith("inputs"):
+            exc.message = inputs_as + exc.message[len("inputs"):]
+            exc.args = (exc.message,)
+        raise
+
+
+def server_metadata() -> dict:
+    try:
+        version = metadata.version("vae-serving")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    return {"name": "vae", "version": version, "extensions": EXTENSIONS}
+
+
+def model_metadata(ops: Operations, model: str, version: str | None) -> dict:
+    rt = resolve(ops, model, version)
+    inputs, outputs = signature(model, rt)
+    platform = "onnxruntime_onnx" if model in ("encoder", "decoder") else "vae"
+    return {"name": model, "versions": [str(v) for v in ops.models.versions],
+            "platform": platform, "inputs": inputs, "outputs": outputs}
+
+
+def model_ready(models: ModelSet, model: str, version: str | None) -> bool:
+    check_model(model)
+    if version in (None, ""):
+        return bool(models.runtimes)
+    return str(version).isdigit() and int(version) in models.runtimes
+
+
+async def repository_index(models: ModelSet, watcher: RepositoryWatcher,
+                           ready_only: bool) -> list[dict]:
+    """Every version on disk or known: READY / LOADING / UNAVAILABLE (with the reason)."""
+    rows = []
+    for v in sorted(set(await watcher.available()) | set(models.runtimes) | set(models.failed)):
+        state, reason = models.state(v)
+        if state == "READY" or not ready_only:
+            rows += [{"name": m, "version": str(v), "state": state, "reason": reason}
+                     for m in MODELS]
+    return rows
+
+
+async def repository_load(models: ModelSet, watcher: RepositoryWatcher, model: str) -> None:
+    """Look for new versions now; BadInput with the reason if the newest one is refused."""
+    if model not in (*MODELS, models.name):
+        raise ModelNotFound(f"model: {model!r} is unknown")
+    await watcher.refresh()
+    newest = max(await watcher.available(), default=0)
+    if newest in models.failed and newest > max(models.runtimes, default=0):
+        raise BadInput(f"version {newest}: {models.failed[newest]}")
