@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> None:
     from uvicorn.config import Config
 
     import service.app
-    import service.engine
+    import service.runtime.engine
 
     if a.stub_graph:
         zeros = np.zeros((service.app.SETTINGS.batch_max_rows, 1024), np.float32)
 
         def stub(self: Any, x: np.ndarray) -> list[np.ndarray]:
             return [zeros[: len(x), : self.latent_dim]] * 2
-        service.engine.ModelRuntime.run_encoder = stub
+        service.runtime.engine.ModelRuntime.run_encoder = stub
     config = Config(app=service.app.VAEService.to_asgi(is_main=True), log_config=None)
     config.load()  # wraps the app as uvicorn would (its proxy-headers middleware)
     app = config.loaded_app

@@ -22,7 +22,7 @@ import onnxruntime as ort
 import torch
 
 from export.onnx_export import export_checkpoint
-from training.train import load_checkpoint
+from training.model import load_checkpoint
 
 
 def _time(fn, min_seconds: float) -> float:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.servers import ROOT, Proc, _spawn, free_port, start_bentoml
 from benchmarks.serving import cells, interleaved, summary
 from modelrepo.repository import list_versions
+from support.servers import ROOT, Proc, _spawn, free_port, start_bentoml
 
 
 def binary_infer(shape: list[int]) -> tuple[bytes, dict[str, str]]:

@@ -17,8 +17,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.servers import BIN, _children, start_bentoml
 from benchmarks.serving import images, npy_b64, wrk
+from support.servers import BIN, _children, start_bentoml
 
 # process scaffolding that every sample passes through: not informative
 SCAFFOLD = ("runpy", "click/", "worker/service.py", "uvicorn/server.py", "uvicorn/_compat.py",

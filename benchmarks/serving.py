@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.servers import Proc, rss_mb, start_bentoml, start_peer
 from modelrepo.repository import list_versions
+from support.servers import Proc, rss_mb, start_bentoml, start_peer
 
 LUA = """wrk.method = "POST"
 {headers}

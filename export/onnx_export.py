@@ -34,8 +34,7 @@ from modelrepo.manifest import (
     TensorSpec,
 )
 from modelrepo.repository import MANIFEST, next_version, publish, sha256_file, staging_dir
-from training.model import VAE
-from training.train import load_checkpoint
+from training.model import VAE, load_checkpoint
 
 log = logging.getLogger("export")
 PARITY_BATCHES = [1, 7, 37, 256]
@@ -192,24 +191,33 @@ def parity(vae: VAE, folder: Path, x_real: np.ndarray, seed: int = 0) -> Parity:
                   decoder_aux_max_abs_diff=aux_diff)
 
 
-def heldout_items(payload: dict) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """The checkpoint's held-out items and labels, or None when the data is not at hand."""
-    from training.data import load_dataset
+def heldout_items(payload: dict, reload_data: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The held-out items and labels the checkpoint recorded. `reload_data`: rebuild them from
+    the training config's data instead (for a checkpoint that records none); a ValueError
+    says why when neither works: an export is never quietly thinner."""
+    held = payload.get("heldout")
+    if held is not None and not reload_data:
+        labels = held.get("labels")
+        return held["x"].numpy(), None if labels is None else labels.numpy()
+    if not reload_data:
+        raise ValueError("the checkpoint records no held-out items; pass --reload-data to "
+                         "rebuild them from the training config's data")
+    from training.data import load_dataset  # the data loader, not the training loop
 
+    cfg = payload["train_config"]
     try:
-        cfg = payload["train_config"]
         ds = load_dataset(cfg["data"], cfg.get("data_path"))
-        idx = payload["data"]["heldout_idx"]
-        return ds.x[idx], None if ds.labels is None else ds.labels[idx]
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("training data not available (%s): parity on uniform noise, no reference "
-                    "set, no score quantiles, no variants", exc)
-        return None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--reload-data: the training data {cfg['data']!r} "
+                         f"({cfg.get('data_path')}) cannot be read: {exc}") from exc
+    idx = payload["data"]["heldout_idx"]
+    return ds.x[idx], None if ds.labels is None else ds.labels[idx]
 
 
 def export_checkpoint(checkpoint: str | Path, repository: str | Path, name: str,
                       version: int | None = None, variants: tuple[str, ...] = ("fp16", "int8"),
-                      ) -> Path:
+                      reload_data: bool = False) -> Path:
     vae, payload = load_checkpoint(checkpoint)
     cfg = vae.cfg
     version = version or next_version(repository, name)
@@ -222,20 +230,18 @@ def export_checkpoint(checkpoint: str | Path, repository: str | Path, name: str,
                      "z", decoder_outputs(cfg.likelihood))
         graphs = {g: graph_entry(stage / f"{g}.onnx", check_graph(stage / f"{g}.onnx"))
                   for g in ("encoder", "decoder")}
-        held = heldout_items(payload)
-        x_real = held[0] if held else np.random.default_rng(0).random((512, *shape),
-                                                                     dtype=np.float32)
+        held = heldout_items(payload, reload_data)
+        x_real = held[0]
         par = parity(vae, stage, x_real)
         if max(par.encoder_max_abs_diff, par.decoder_max_abs_diff) > PARITY_TOLERANCE:
             raise ValueError(f"parity check failed: {par}")
         extra: dict = {"files": []}
-        if held is not None:
-            extra.update(write_reference(vae, held[0], held[1], stage / "reference.npz"))
-            ref = stage / "reference.npz"
-            extra["files"].append(FileEntry(path=ref.name, sha256=sha256_file(ref),
-                                            bytes=ref.stat().st_size))
-            extra["variants"] = build_variants(stage, list(variants), held[0], cfg.likelihood,
-                                               PARITY_BATCHES, graph_entry)
+        extra.update(write_reference(vae, held[0], held[1], stage / "reference.npz"))
+        ref = stage / "reference.npz"
+        extra["files"].append(FileEntry(path=ref.name, sha256=sha256_file(ref),
+                                        bytes=ref.stat().st_size))
+        extra["variants"] = build_variants(stage, list(variants), held[0], cfg.likelihood,
+                                           PARITY_BATCHES, graph_entry)
         if "feature_net" in payload:
             accuracy = payload["metrics"].get("feature_net_accuracy")
             extra["feature_net"] = export_feature_net(payload["feature_net"], stage, x_real,
@@ -268,9 +274,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--version", type=int, default=None, help="default: the next free integer")
     p.add_argument("--variants", default="fp16,int8", help="comma-separated; '' for none")
+    p.add_argument("--reload-data", action="store_true",
+                   help="rebuild the held-out items from the training config's data (for a "
+                        "checkpoint that records none); fails when that data is missing")
     args = p.parse_args(argv)
     kinds = tuple(v for v in args.variants.split(",") if v)
-    path = export_checkpoint(args.checkpoint, args.repository, args.name, args.version, kinds)
+    try:
+        path = export_checkpoint(args.checkpoint, args.repository, args.name, args.version,
+                                 kinds, args.reload_data)
+    except ValueError as exc:
+        raise SystemExit(f"export: {exc}") from None
     m = Manifest.model_validate_json((path / MANIFEST).read_text())
     log.info("wrote %s (parity: encoder %.2e, decoder %.2e)", path,
              m.parity.encoder_max_abs_diff, m.parity.decoder_max_abs_diff)

@@ -21,8 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.servers import rss_mb
 from loadtests.run import BIN, ROOT, start_server
+from support.servers import rss_mb
 
 
 def locust(host: str, results: Path, name: str, users: int, seconds: int,

@@ -6,14 +6,24 @@
         mu, sigma = vae.encode(images)["mu"], ...; x = vae.sample(16, seed=0)["x"]
 
 CLI: python -m service.client sample --n 16 --out grid.png
+
+Calls are retried when retrying is safe: connection errors (nothing was answered) and the
+service's load answers 429 and 503 (it did no work). Waits grow exponentially with full
+jitter, never shorter than the answer's Retry-After, and all attempts of one call share a
+time budget (`retry_budget_s`); then the last error is raised. Every operation of the service
+is idempotent for a given seed, so a retried call answers what the first would have.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import io
 import json
+import random
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,9 +31,40 @@ import numpy as np
 
 
 class VAEError(Exception):
-    def __init__(self, status: int, message: str, request_id: str | None = None):
+    def __init__(self, status: int, message: str, request_id: str | None = None,
+                 retry_after: float | None = None):
         super().__init__(f"{status}: {message}")
         self.status, self.message, self.request_id = status, message, request_id
+        self.retry_after = retry_after
+
+
+RETRY_STATUSES = (429, 503)
+
+
+@dataclass
+class Retry:
+    """When and how long to retry one call."""
+
+    budget_s: float = 30.0  # all attempts and waits of one call together
+    base_s: float = 0.05  # the first wait's upper bound; doubles per attempt
+    max_wait_s: float = 2.0
+    max_attempts: int = 10
+
+    def wait(self, attempt: int, retry_after: float | None, left: float) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`, or None to give up."""
+        if attempt + 1 >= self.max_attempts:
+            return None
+        wait = random.uniform(0, min(self.max_wait_s, self.base_s * 2 ** attempt))
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return wait if wait < left else None
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(resp.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def to_npy(arr: np.ndarray) -> dict[str, str]:
@@ -99,18 +140,46 @@ def _parse(resp: httpx.Response, parse: Any) -> Any:
             message = resp.json().get("error", resp.text)
         except ValueError:
             message = resp.text
-        raise VAEError(resp.status_code, message, resp.headers.get("x-request-id"))
+        raise VAEError(resp.status_code, message, resp.headers.get("x-request-id"),
+                       _retry_after(resp))
     return parse(resp.json())
+
+
+class _Attempts:
+    """The attempts of one call: how long to wait after each failure, or re-raise it."""
+
+    def __init__(self, retry: Retry):
+        self.retry, self.start, self.n = retry, time.monotonic(), 0
+
+    def wait_after(self, exc: Exception) -> float:
+        if isinstance(exc, VAEError) and exc.status not in RETRY_STATUSES:
+            raise exc  # the client's own error: the same request would fail again
+        after = exc.retry_after if isinstance(exc, VAEError) else None
+        left = self.retry.budget_s - (time.monotonic() - self.start)
+        wait = self.retry.wait(self.n, after, left)
+        if wait is None:
+            raise exc
+        self.n += 1
+        return wait
 
 
 class VAEClient(_Api):
     def __init__(self, url: str = "http://127.0.0.1:3000", timeout: float = 30.0,
-                 version: int | None = None):
+                 version: int | None = None, retry: Retry | None = None):
         self.version = version
+        self.retry = retry or Retry()
+        self.retries = 0  # waits taken so far, over all calls
         self.http = httpx.Client(base_url=url, timeout=timeout)
 
     def _post(self, path: str, body: dict, parse: Any) -> Any:
-        return _parse(self.http.post(path, json=body), parse)
+        attempts = _Attempts(self.retry)
+        while True:
+            try:
+                return _parse(self.http.post(path, json=body), parse)
+            except (VAEError, httpx.TransportError) as exc:
+                wait = attempts.wait_after(exc)
+            self.retries += 1
+            time.sleep(wait)
 
     def close(self) -> None:
         self.http.close()
@@ -124,12 +193,21 @@ class VAEClient(_Api):
 
 class AsyncVAEClient(_Api):
     def __init__(self, url: str = "http://127.0.0.1:3000", timeout: float = 30.0,
-                 version: int | None = None):
+                 version: int | None = None, retry: Retry | None = None):
         self.version = version
+        self.retry = retry or Retry()
+        self.retries = 0
         self.http = httpx.AsyncClient(base_url=url, timeout=timeout)
 
     async def _post(self, path: str, body: dict, parse: Any) -> Any:
-        return _parse(await self.http.post(path, json=body), parse)
+        attempts = _Attempts(self.retry)
+        while True:
+            try:
+                return _parse(await self.http.post(path, json=body), parse)
+            except (VAEError, httpx.TransportError) as exc:
+                wait = attempts.wait_after(exc)
+            self.retries += 1
+            await asyncio.sleep(wait)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -10,8 +10,8 @@ import tritonclient.grpc as tg
 import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
 
-from service.auth import BearerAuth
 from service.config import Settings
+from service.lifecycle.auth import BearerAuth
 from tests.conftest import Server
 
 TOKEN = "s3cret-token-0123456789"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import Server
-from service.batching import QueueFull, RowBatcher
+from service.runtime.batching import QueueFull, RowBatcher
 
 
 def _batcher(max_rows=8, wait_ms=20.0, queue_rows=100, calls=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.deadlines import Deadlines
+from service.lifecycle.deadlines import Deadlines
 
 
 def test_late_request_is_cancelled_and_told_apart_from_other_cancellations():

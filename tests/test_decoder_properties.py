@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from service.errors import BadInput
-from service.oip import to_array
-from service.tensors import decode_images, decode_latents, encode_images
+from service.operations.tensors import decode_images, decode_latents, encode_images
+from service.operations.v2 import to_array
 
 SHAPE = [1, 8, 8]
 json_values = st.recursive(

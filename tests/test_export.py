@@ -12,7 +12,7 @@ import torch
 from export.onnx_export import RANDOM_OPS, export_checkpoint
 from modelrepo.manifest import Manifest, json_schema
 from modelrepo.repository import ModelRepositoryError, list_versions, load_version
-from training.train import load_checkpoint
+from training.model import load_checkpoint
 
 
 @pytest.mark.parametrize("batch", [1, 37])

@@ -7,7 +7,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from service.metrics import PENDING, LazyCounter, LazyGauge, LazyHistogram, flush_metrics
+from service.metrics import HELD_BACK, LazyCounter, LazyGauge, LazyHistogram, flush_metrics
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 VALUES = [0.0005, 0.001, 0.002, 0.01, 0.5, 3.0, 0.0, 0.1, 7.5, 0.0099]
@@ -45,8 +45,8 @@ def test_lazy_writers_match_direct_writes_in_and_out_of_the_loop():
         gauge.inc()
         gauge.dec()
         assert lazy[2]._sum.get() == 0  # held back
-        await asyncio.sleep(PENDING.tick * 2)  # the loop's flush writes them
-        assert lazy[2]._sum.get() > 0 and not PENDING.scheduled
+        await asyncio.sleep(HELD_BACK.tick * 2)  # the loop's flush writes them
+        assert lazy[2]._sum.get() > 0 and not HELD_BACK.scheduled
         for v in VALUES[5:]:
             counter.inc(2)
             hist.observe(v)

@@ -258,8 +258,7 @@ def test_locust_smoke_has_no_failures(server, tmp_path):
 def test_score_matches_an_independent_torch_computation(client, digits, trained):
     import torch
 
-    from training.model import kl_divergence
-    from training.train import load_checkpoint
+    from training.model import kl_divergence, load_checkpoint
 
     out = post(client, "/score", {"inputs": digits.tolist(), "k": 1, "seed": 9})
     neg_elbo = np.array(out["neg_elbo"])
@@ -327,7 +326,7 @@ def test_python_clients_sync_async_and_cli(server, digits, tmp_path):
 
 def test_npy_and_png_inputs_equal_json(client, digits):
     from service.client import to_npy
-    from service.tensors import encode_images
+    from service.operations.tensors import encode_images
 
     want = post(client, "/encode", {"inputs": digits.tolist()})["mu"]
     got = post(client, "/encode", {"inputs": to_npy(digits)})["mu"]

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from modelrepo.repository import ModelRepositoryError
-from service import latent
-from service.engine import select_providers, select_versions
 from service.errors import BadInput
-from service.tensors import decode_images, decode_latents, encode_images
+from service.operations.tensors import decode_images, decode_latents, encode_images
+from service.runtime import latent
+from service.runtime.engine import select_providers, select_versions
 
 S = [1, 8, 8]
 
@@ -146,7 +146,7 @@ def test_version_selection():
 def test_load_npy_equals_np_load_whatever_the_file():
     """The fast .npy reader gives np.load's array for numpy's usual files and hands every
     other file (other dtypes, Fortran order, big-endian, damaged) to np.load itself."""
-    from service.tensors import load_npy
+    from service.operations.tensors import load_npy
 
     def npy(a) -> bytes:
         buf = io.BytesIO()
@@ -174,7 +174,7 @@ def test_load_npy_equals_np_load_whatever_the_file():
 def test_usable_cpus_is_the_affinity_capped_by_a_cgroup_quota(tmp_path):
     import os
 
-    from service.engine import usable_cpus
+    from service.runtime.engine import usable_cpus
 
     affinity = len(os.sched_getaffinity(0))
     assert usable_cpus(tmp_path / "absent") == affinity
@@ -187,7 +187,7 @@ def test_usable_cpus_is_the_affinity_capped_by_a_cgroup_quota(tmp_path):
 
 
 def test_inline_limit_widens_on_one_core_unless_the_thread_is_asked_for():
-    from service.engine import inline_limit_ms
+    from service.runtime.engine import inline_limit_ms
 
     assert inline_limit_ms(1.0, 2) == 1.0  # the thread can overlap the loop
     assert inline_limit_ms(1.0, 1) == 50.0  # it cannot: only the stall matters
@@ -197,7 +197,7 @@ def test_inline_limit_widens_on_one_core_unless_the_thread_is_asked_for():
 
 def test_onnxruntime_threads_do_not_spin_unless_asked():
     from service.config import Settings
-    from service.engine import session_options
+    from service.runtime.engine import session_options
 
     key = "session.intra_op.allow_spinning"
     opts = session_options(Settings(intra_op_threads=2))

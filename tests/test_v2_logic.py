@@ -9,11 +9,10 @@ import grpc
 import numpy as np
 import pytest
 
-from service import oip
+from service.doors.v2_rest import HEADER, InferRequest, _decompress, encode_response, parse_request
 from service.errors import BadInput, LimitExceeded, ModelNotFound, NotReady, VersionNotFound
-from service.middleware import v2_endpoint
-from service.v2_grpc import status_code
-from service.v2_rest import HEADER, _decompress, encode_response, parse_request
+from service.lifecycle.calls import v2_endpoint
+from service.operations import v2 as oip
 
 
 def test_to_array_from_json_and_bytes():
@@ -56,29 +55,42 @@ def test_parse_binary_and_mixed_requests():
         parse_request(body[:-4], hlen)
     with pytest.raises(BadInput, match=HEADER):
         parse_request(body, str(len(body) + 1))
-    with pytest.raises(BadInput, match="inputs: required"):
+    with pytest.raises(BadInput, match="inputs: Field required"):
         parse_request(b'{"outputs": []}', None)
+    for bad in (1, True, "x", [1]):  # wrong JSON types anywhere: 400 naming the field
+        body = json.dumps({"inputs": [{"name": "n", "datatype": "INT32", "shape": [1],
+                                       "data": [1], "parameters": bad}]}).encode()
+        with pytest.raises(BadInput, match=r"inputs\.0\.parameters"):
+            parse_request(body, None)
+    with pytest.raises(BadInput, match=r"inputs\.0\.shape\.0"):
+        parse_request(b'{"inputs": [{"name": "n", "datatype": "INT32", "shape": ["1"]}]}', None)
     with pytest.raises(BadInput, match="neither data nor"):
         parse_request(b'{"inputs": [{"name": "n", "datatype": "INT32", "shape": [1]}]}', None)
 
 
 def test_encode_response_binary_and_json_outputs():
     outs = {"z": np.ones((2, 3), np.float32), "x": np.zeros((2, 1, 2, 2), np.float32)}
-    r = encode_response({"outputs": [{"name": "x", "parameters": {"binary_data": True}},
-                                     {"name": "z"}], "id": "q1"}, "sample", 3, outs)
-    hlen = int(r.headers[HEADER])
+    def enc(req: dict, version: int = 1):
+        r = encode_response(InferRequest.model_validate({"inputs": [], **req}), "sample",
+                            version, outs)
+        return r, {k.decode(): v.decode() for k, v in r.headers}
+
+    r, headers = enc({"outputs": [{"name": "x", "parameters": {"binary_data": True}},
+                                  {"name": "z"}], "id": "q1"}, 3)
+    hlen = int(headers[HEADER.lower()])
     head = json.loads(r.body[:hlen])
     assert head["id"] == "q1" and head["model_version"] == "3"
     assert [o["name"] for o in head["outputs"]] == ["x", "z"]
     assert head["outputs"][0]["parameters"]["binary_data_size"] == 32
     assert head["outputs"][1]["data"] == [1.0] * 6
     assert r.body[hlen:] == outs["x"].tobytes()
-    r = encode_response({}, "sample", 1, outs)  # no outputs named: all, JSON
-    assert HEADER not in r.headers and len(json.loads(r.body)["outputs"]) == 2
-    r = encode_response({"parameters": {"binary_data_output": True}}, "sample", 1, outs)
-    assert int(r.headers[HEADER]) < len(r.body)
+    assert headers["x-model-version"] == "3"
+    r, headers = enc({})  # no outputs named: all, JSON
+    assert HEADER.lower() not in headers and len(json.loads(r.body)["outputs"]) == 2
+    r, headers = enc({"parameters": {"binary_data_output": True}})
+    assert int(headers[HEADER.lower()]) < len(r.body)
     with pytest.raises(BadInput, match="'mu' is not an output"):
-        encode_response({"outputs": [{"name": "mu"}]}, "sample", 1, outs)
+        enc({"outputs": [{"name": "mu"}]})
 
 
 def test_decompression_is_bounded():
@@ -103,17 +115,31 @@ def test_metric_labels_are_bounded():
 
 
 def test_grpc_status_mapping():
-    assert status_code(BadInput("x")) == grpc.StatusCode.INVALID_ARGUMENT
-    assert status_code(LimitExceeded("x")) == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert status_code(ModelNotFound("x")) == grpc.StatusCode.NOT_FOUND
-    assert status_code(VersionNotFound("x")) == grpc.StatusCode.NOT_FOUND
-    assert status_code(NotReady("x")) == grpc.StatusCode.UNAVAILABLE
+    def code(exc):
+        return getattr(grpc.StatusCode, exc.grpc_code)
+    assert code(BadInput("x")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code(LimitExceeded("x")) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code(ModelNotFound("x")) == grpc.StatusCode.NOT_FOUND
+    assert code(VersionNotFound("x")) == grpc.StatusCode.NOT_FOUND
+    assert code(NotReady("x")) == grpc.StatusCode.UNAVAILABLE
+    assert (BadInput("x").status, LimitExceeded("x").status, NotReady("x").status) == \
+        (400, 400, 503)
+
+
+def test_error_table_is_complete():
+    """Every kind has an HTTP status, a real gRPC code and a reason; statuses map back."""
+    from service.errors import KINDS, kind_of_status
+
+    for name, kind in KINDS.items():
+        assert hasattr(grpc.StatusCode, kind.grpc), name
+        assert kind_of_status(kind.http) in KINDS
+    assert kind_of_status(422) == "bad_input" and kind_of_status(502) == "internal"
 
 
 def test_watcher_candidates_follow_the_version_policy(tmp_path):
     from service.config import Settings
-    from service.engine import ModelSet
-    from service.live import RepositoryWatcher
+    from service.runtime.engine import ModelSet
+    from service.runtime.watcher import RepositoryWatcher
 
     models = ModelSet("m", {2: object()})  # type: ignore[dict-item]
     for spec, expect in (("latest", [5, 3]), ("all", [1, 3, 5]), ("1,2", [])):

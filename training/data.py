@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 @dataclass
@@ -190,13 +189,3 @@ def load_dataset(name: str, path: str | None = None) -> Dataset:
     if name == "images":
         return load_image_folder(path)
     raise ValueError(f"unknown dataset {name!r} (digits, mnist, npy or images)")
-
-
-def shift_augment(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each image by a random integer offset in [-k, k]^2, zero-filled."""
-    n, _, h, w = x.shape
-    pad = torch.nn.functional.pad(x, (k, k, k, k))
-    dy, dx = (torch.randint(0, 2 * k + 1, (2, n), generator=gen))
-    rows = (torch.arange(h)[None] + dy[:, None])[:, :, None]  # [n, h, 1]
-    cols = (torch.arange(w)[None] + dx[:, None])[:, None, :]  # [n, 1, w]
-    return pad[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)

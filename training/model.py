@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -118,3 +119,13 @@ def kl_weight(step: int, warmup_steps: int, beta: float) -> float:
     if warmup_steps <= 0:
         return beta
     return beta * min(1.0, step / warmup_steps)
+
+
+def load_checkpoint(path: str | Path) -> tuple[VAE, dict]:
+    """The VAE of a checkpoint written by training (best held-out weights, eval mode) and the
+    whole payload; tensors only (weights_only=True: nothing is unpickled)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model = VAE(ModelConfig(**payload["model_config"]))
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload

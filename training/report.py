@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from training.data import load_dataset  # noqa: E402
-from training.train import load_checkpoint  # noqa: E402
+from training.model import load_checkpoint  # noqa: E402
 
 
 def _grid(imgs: np.ndarray, rows: int, path: Path, title: str, row_labels=None) -> None:

@@ -77,7 +77,7 @@ def table(results: dict[str, dict]) -> str:
 def pictures(out: Path, names: list[str], figures: Path, data_path: str) -> None:
     """Samples (same z for every variant) and reconstructions of the same held-out digits."""
     from training.data import load_dataset
-    from training.train import load_checkpoint
+    from training.model import load_checkpoint
 
     ds = load_dataset("mnist", data_path)
     held = torch.from_numpy(ds.x[ds.heldout_idx[:8]])

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from training import distributed as ddp
 from training.adversarial import Adversary
-from training.data import Dataset, load_dataset, shift_augment
+from training.data import Dataset, load_dataset
 from training.evaluate import elbo_terms, evaluate_all
 from training.features import accuracy, obtain_feature_net, perceptual_distance
 from training.model import VAE, ModelConfig, elbo_from_output, kl_weight
@@ -219,6 +219,16 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     return payload
 
 
+def shift_augment(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by a random integer offset in [-k, k]^2, zero-filled."""
+    n, _, h, w = x.shape
+    pad = torch.nn.functional.pad(x, (k, k, k, k))
+    dy, dx = (torch.randint(0, 2 * k + 1, (2, n), generator=gen))
+    rows = (torch.arange(h)[None] + dy[:, None])[:, :, None]  # [n, h, 1]
+    cols = (torch.arange(w)[None] + dx[:, None])[:, None, :]  # [n, 1, w]
+    return pad[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+
+
 def _labels(data: Dataset, idx: np.ndarray) -> np.ndarray | None:
     return None if data.labels is None else data.labels[idx]
 
@@ -244,17 +254,14 @@ def _payload(model: VAE, best: dict, opt: torch.optim.Optimizer, gen: torch.Gene
         "model_config": mcfg.to_dict(),
         "train_config": asdict(cfg),
         "data": data.describe(),
+        # the held-out items themselves: export needs them (parity on real data, reference set,
+        # score quantiles, variants) and must not depend on the data being at hand again
+        "heldout": {"x": torch.from_numpy(np.ascontiguousarray(data.x[data.heldout_idx])),
+                    "labels": None if data.labels is None else
+                    torch.from_numpy(np.asarray(data.labels[data.heldout_idx], np.int64))},
         "metrics": metrics or {"heldout_neg_elbo": state["best"]},
         "history": state["history"],
     }
-
-
-def load_checkpoint(path: str | Path) -> tuple[VAE, dict]:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = VAE(ModelConfig(**payload["model_config"]))
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model, payload
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

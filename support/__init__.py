@@ -1,0 +1,1 @@
+"""Support shared by tests, benchmarks and load tests: starting real servers."""
