@@ -12,7 +12,15 @@ from support.servers import Proc, free_port, start_service
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-__all__ = ["MNIST_DIR", "ROOT", "Server", "free_port"]  # what the test modules import
+__all__ = ["CONFIGS", "MNIST_DIR", "ROOT", "Server", "free_port"]  # what test modules import
+# Server configurations that change the layers around the front door; the contract and
+# hostile-input tests run against each (one behaviour in every configuration).
+CONFIGS = {
+    "default": {},
+    "cors": {"VAE_CORS_ORIGINS": "http://app.example"},
+    "tracing": {"VAE_TRACING_SAMPLE_RATE": "1.0", "VAE_TRACING_EXPORTER": "in_memory",
+                "VAE_BENTOML_METRICS": "true", "VAE_ACCESS_LOG": "bentoml"},
+}
 
 
 @pytest.fixture(scope="session")

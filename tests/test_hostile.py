@@ -17,14 +17,16 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pbg
 
-from tests.conftest import Server
+from tests.conftest import CONFIGS, Server
 
 MAX_BODY = 256 * 1024
 
 
-@pytest.fixture(scope="module")
-def server(trained):
-    with Server(trained["repository"], {"VAE_MAX_BODY_BYTES": str(MAX_BODY)}) as srv:
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def server(trained, request):
+    """The real server in each configuration of conftest.CONFIGS."""
+    with Server(trained["repository"], {"VAE_MAX_BODY_BYTES": str(MAX_BODY),
+                                        **CONFIGS[request.param]}) as srv:
         yield srv
 
 
@@ -173,3 +175,15 @@ def test_slow_and_abandoned_uploads(server):
     _check_alive(server.url)
     metrics = httpx.get(server.url + "/metrics").text
     assert 'status="500"' not in metrics
+
+
+def test_client_errors_leave_no_traceback(server):
+    """Runs after the module's other tests against the same server (every configuration):
+    all their bad requests were answered without a traceback in the server's log."""
+    for body, ctype in ((b"{", "application/json"), (b'{"n": 1, "bogus": 2}', "application/json"),
+                        (b"n=1", "text/plain")):
+        httpx.post(server.url + "/sample", content=body, headers={"content-type": ctype})
+    httpx.get(server.url + "/no/such/path")
+    httpx.post(server.url + "/v2/models/sample/infer", content=b'{"inputs": 3}')
+    time.sleep(0.5)  # log lines are flushed within 0.2 s
+    assert "Traceback" not in server.output(), server.output()[-3000:]

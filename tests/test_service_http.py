@@ -11,15 +11,17 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from conftest import Server
+from conftest import CONFIGS, Server
 from training.data import load_digits_data
 
 Z = 4
 
 
-@pytest.fixture(scope="module")
-def server(trained):
-    with Server(trained["repository"], {"VAE_MAX_BODY_BYTES": str(1 << 20)}) as srv:
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def server(trained, request):
+    """The real server in each configuration of conftest.CONFIGS."""
+    with Server(trained["repository"], {"VAE_MAX_BODY_BYTES": str(1 << 20),
+                                        **CONFIGS[request.param]}) as srv:
         yield srv
 
 

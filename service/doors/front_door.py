@@ -130,8 +130,9 @@ class FrontDoor:
                                                 handler(svc, body, headers, **params))
                 return await handler(svc, b"", headers, **params)
         if method in ("GET", "HEAD"):
-            if path == "/metrics" and self.serve_metrics:
+            if path == "/metrics":
                 flush_metrics()  # this worker's held-back observations first
+            if path == "/metrics" and self.serve_metrics:
                 body = await asyncio.to_thread(render_metrics)  # reads every worker's files
                 return Answer(200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())])
             if path == "/docs.json":
