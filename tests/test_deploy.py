@@ -103,6 +103,10 @@ def test_bentoml_build_packs_the_model(trained, tmp_path):
     manifest = json.loads((bento / "src/models/digits/1/manifest.json").read_text())
     for entry in manifest["files"]:
         assert (bento / "src/models/digits/1" / entry["path"]).is_file(), entry["path"]
+    for part in ("service/app.py", "service/doors/front_door.py", "service/runtime/engine.py",
+                 "service/operations/api.py", "service/lifecycle/calls.py",
+                 "service/doors/ui/index.html"):
+        assert (bento / "src" / part).is_file(), part  # every room of the layout is packed
     info = yaml.safe_load((bento / "bento.yaml").read_text())
     assert info["service"] == "service.app:VAEService"
     assert {e["name"] for e in info["envs"]} >= {"BENTOML_DO_NOT_TRACK", "VAE_MODEL_REPOSITORY"}

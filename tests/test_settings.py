@@ -1,0 +1,27 @@
+"""The VAE_* settings: read by pydantic-settings, refused by name when invalid, and README's
+configuration table is exactly the settings' own (python -m service.config prints it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import Settings, load_settings, markdown_table
+from tests.conftest import ROOT
+
+
+def test_environment_sets_and_validates(monkeypatch):
+    monkeypatch.setenv("VAE_MAX_ITEMS", "7")
+    monkeypatch.setenv("VAE_GRPC", "false")
+    st = load_settings()
+    assert st.max_items == 7 and st.grpc is False and st.model_name == "digits"
+    monkeypatch.setenv("VAE_MAX_ITEMS", "0")
+    with pytest.raises(SystemExit, match="max_items"):
+        load_settings()
+
+
+def test_readme_table_is_the_settings():
+    readme = (ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "README's configuration table is stale: paste the " \
+        "output of `python -m service.config`"
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"{name}: every setting says what it does"
