@@ -11,6 +11,7 @@ medians.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import subprocess
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="digits")
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--out", default="results/bench-p6.json")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another checkout whose server runs beside this one, interleaved")
     a = p.parse_args(argv)
     repo = Path(a.repository)
     vdir = repo / a.model / str(max(list_versions(repo, a.model)))
@@ -75,16 +78,22 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="vae-p6-"))
     triton, triton_grpc = start_triton(a.triton_python, vdir / "encoder.onnx", work)
     # both up together, their runs interleaved: the machine's drift falls on both sides
-    with triton, start_bentoml(repo, a.model, {}, work) as ours:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(triton)
+        sides = [("this service", stack.enter_context(start_bentoml(repo, a.model, {}, work)))]
+        if a.baseline is not None:
+            sides.append(("baseline", stack.enter_context(
+                start_bentoml(repo, a.model, {}, work, cwd=a.baseline))))
         path = "/v2/models/encoder/infer"
-        http = cells([(triton.url + path, body), (ours.url + path, body)], 64, a.seconds,
-                     work, headers)
+        http = cells([(triton.url + path, body)] + [(srv.url + path, body) for _, srv in sides],
+                     64, a.seconds, work, headers)
         grpc_rows = [summary(rs, "errors") for rs in interleaved(
-            [functools.partial(grpc_run, t, shape) for t in (triton_grpc, ours.grpc_url)],
-            a.seconds)]
-    rows = [{"row": "Triton, V2 HTTP binary", **http[0]}, {"row": "Triton, gRPC", **grpc_rows[0]},
-            {"row": "this service, V2 HTTP binary", **http[1]},
-            {"row": "this service, gRPC", **grpc_rows[1]}]
+            [functools.partial(grpc_run, t, shape)
+             for t in [triton_grpc] + [srv.grpc_url for _, srv in sides]], a.seconds)]
+    rows = [{"row": "Triton, V2 HTTP binary", **http[0]}, {"row": "Triton, gRPC", **grpc_rows[0]}]
+    for i, (name, _) in enumerate(sides, start=1):
+        rows += [{"row": f"{name}, V2 HTTP binary", **http[i]},
+                 {"row": f"{name}, gRPC", **grpc_rows[i]}]
     for r in rows:
         print(json.dumps(r))
     print("\n| row | req/s (median of 3) | p50 ms | p99 ms | failed | runs |\n"
@@ -94,9 +103,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {r['row']} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {failed} "
               f"| {r['runs']} |")
     for proto in ("V2 HTTP binary", "gRPC"):
-        ours_r = next(r for r in rows if r["row"] == f"this service, {proto}")
         theirs = next(r for r in rows if r["row"] == f"Triton, {proto}")
-        print(f"{proto}: this service / Triton = {ours_r['rps'] / theirs['rps']:.2f}x")
+        for name, _ in sides:
+            ours_r = next(r for r in rows if r["row"] == f"{name}, {proto}")
+            print(f"{proto}: {name} / Triton = {ours_r['rps'] / theirs['rps']:.2f}x")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")
 

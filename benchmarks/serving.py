@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import io
 import json
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--only", default="P2,P3,P4,P5")
     p.add_argument("--out", default="results/bench.json")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another checkout (e.g. a git worktree of the previous main): its "
+                        "server runs beside this one in every cell, interleaved")
     a = p.parse_args(argv)
     only = set(a.only.split(","))
     repo = Path(a.repository)
@@ -145,11 +149,21 @@ def main(argv: list[str] | None = None) -> None:
     digits_dir = repo / a.digits / str(max(list_versions(repo, a.digits)))
     shape_d = json.loads((digits_dir / "manifest.json").read_text())["input"]["shape"]
     one_json = json.dumps({"inputs": images(shape_d, 1).tolist()}).encode()
+    def both(model: str, env: dict[str, str], stack: contextlib.ExitStack
+             ) -> list[tuple[str, Proc]]:
+        """This service, and the baseline's beside it when one is given."""
+        out = [("", stack.enter_context(start_bentoml(repo, model, env, work)))]
+        if a.baseline is not None:
+            out.append((" (baseline)", stack.enter_context(
+                start_bentoml(repo, model, env, work, cwd=a.baseline))))
+        return out
+
     if "P2" in only:
-        with start_peer(digits_dir / "encoder.onnx", work) as peer, \
-                start_bentoml(repo, a.digits, {}, work) as ours:
-            run_pair([("P2 naive peer", peer, one_json), ("P2 this service", ours, one_json)],
-                     "/encode", 64)
+        with contextlib.ExitStack() as stack:
+            peer = stack.enter_context(start_peer(digits_dir / "encoder.onnx", work))
+            run_pair([("P2 naive peer", peer, one_json)] +
+                     [(f"P2 this service{tag}", srv, one_json)
+                      for tag, srv in both(a.digits, {}, stack)], "/encode", 64)
     mnist = repo / a.mnist
     if mnist.is_dir() and ("P3" in only or "P4" in only):
         mdir = mnist / str(max(list_versions(repo, a.mnist)))
@@ -157,19 +171,23 @@ def main(argv: list[str] | None = None) -> None:
         x256 = images(shape_m, 256)
         if "P3" in only:
             ceiling = ort_ceiling(mdir / "encoder.onnx", x256)
-            with start_bentoml(repo, a.mnist, {}, work) as ours:
-                r = run("P3 /encode 256 npy", ours, "/encode",
-                        json.dumps({"inputs": {"npy": npy_b64(x256)}}).encode(), 4)
-            r["items_per_s"] = r["rps"] * 256
-            r["ceiling_items_per_s"] = ceiling
-            print(json.dumps(r), flush=True)
+            body = json.dumps({"inputs": {"npy": npy_b64(x256)}}).encode()
+            with contextlib.ExitStack() as stack:
+                got = run_pair([(f"P3 /encode 256 npy{tag}", srv, body)
+                                for tag, srv in both(a.mnist, {}, stack)], "/encode", 4)
+            for r in got:
+                r["items_per_s"] = r["rps"] * 256
+                r["ceiling_items_per_s"] = ceiling
+                print(json.dumps(r), flush=True)
         if "P4" in only:
             for model, shape in ((a.mnist, shape_m), (a.digits, shape_d)):
                 body = json.dumps({"inputs": {"npy": npy_b64(images(shape, 1))}}).encode()
-                with start_bentoml(repo, model, {"VAE_BATCHING": "false"}, work) as off, \
-                        start_bentoml(repo, model, {"VAE_BATCHING": "true"}, work) as on:
-                    run_pair([(f"P4 {model} batching=false", off, body),
-                              (f"P4 {model} batching=true", on, body)], "/encode", 64)
+                with contextlib.ExitStack() as stack:
+                    off = both(model, {"VAE_BATCHING": "false"}, stack)
+                    on = both(model, {"VAE_BATCHING": "true"}, stack)
+                    run_pair([(f"P4 {model} batching={flag}{tag}", srv, body)
+                              for flag, side in (("false", off), ("true", on))
+                              for tag, srv in side], "/encode", 64)
     elif "P3" in only or "P4" in only:
         print(f"P3/P4 skipped: no {mnist} (make model-mnist)", file=sys.stderr)
     if "P5" in only:

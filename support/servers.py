@@ -110,10 +110,13 @@ def start_service(env: dict[str, str], log_dir: Path, *, pin: bool = False,
                 grpc_url=f"127.0.0.1:{env['VAE_GRPC_PORT']}")
 
 
-def start_bentoml(repo: Path, model: str, env: dict[str, str], work: Path) -> Proc:
-    """This service for a benchmark: `model` from `repo`, default settings but `env`, CPU 0."""
-    return start_service({"VAE_MODEL_REPOSITORY": str(repo), "VAE_MODEL_NAME": model, **env},
-                         work, pin=True)
+def start_bentoml(repo: Path, model: str, env: dict[str, str], work: Path,
+                  cwd: Path = ROOT) -> Proc:
+    """This service for a benchmark: `model` from `repo`, default settings but `env`, CPU 0.
+    `cwd`: another checkout of the project (a baseline to compare with, e.g. a git worktree of
+    an older commit), served by the same interpreter."""
+    return start_service({"VAE_MODEL_REPOSITORY": str(Path(repo).resolve()),
+                          "VAE_MODEL_NAME": model, **env}, work, pin=True, cwd=cwd)
 
 
 def start_peer(encoder: Path, work: Path) -> Proc:
