@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from modelrepo.repository import list_versions
-from support.servers import Proc, rss_mb, start_bentoml, start_peer
+from support.servers import Proc, rss_mb, start_bentoml, start_documented, start_peer
 
 LUA = """wrk.method = "POST"
 {headers}
@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--only", default="P2,P3,P4,P5")
     p.add_argument("--out", default="results/bench.json")
+    p.add_argument("--documented", action="store_true",
+                   help="P2 also measures the operation behind BentoML's documented "
+                        "@bentoml.api path (benchmarks/peers/documented_path.py)")
     p.add_argument("--baseline", type=Path, default=None,
                    help="another checkout (e.g. a git worktree of the previous main): its "
                         "server runs beside this one in every cell, interleaved")
@@ -161,9 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     if "P2" in only:
         with contextlib.ExitStack() as stack:
             peer = stack.enter_context(start_peer(digits_dir / "encoder.onnx", work))
+            extra = [("P2 BentoML @bentoml.api path", stack.enter_context(
+                start_documented(repo, a.digits, work)), one_json)] if a.documented else []
             run_pair([("P2 naive peer", peer, one_json)] +
                      [(f"P2 this service{tag}", srv, one_json)
-                      for tag, srv in both(a.digits, {}, stack)], "/encode", 64)
+                      for tag, srv in both(a.digits, {}, stack)] + extra, "/encode", 64)
     mnist = repo / a.mnist
     if mnist.is_dir() and ("P3" in only or "P4" in only):
         mdir = mnist / str(max(list_versions(repo, a.mnist)))

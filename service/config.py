@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     cors_origins: str = _f("", "comma-separated origins allowed by CORS (empty: CORS off)")
     tracing_sample_rate: float = _f(0.0, "OpenTelemetry sampling, 0–1 (`0` off, `1` every "
                                     "request)", ge=0.0, le=1.0)
-    tracing_exporter: Literal["otlp", "zipkin", "jaeger", "in_memory"] = _f(
-        "otlp", "span exporter: `otlp`, `zipkin`, `jaeger`, `in_memory`")
+    tracing_exporter: Literal["otlp", "in_memory"] = _f(
+        "otlp", "span exporter: `otlp` (OTLP/HTTP to `VAE_OTLP_ENDPOINT`) or `in_memory`")
     otlp_endpoint: str = _f("http://127.0.0.1:4318/v1/traces", "OTLP/HTTP span endpoint")
     access_log: Literal["bentoml", "json", "off"] = _f(
         "json", "`json` (one JSON line per request or RPC on stderr: time, `request_id`, method, "
@@ -121,28 +121,20 @@ def markdown_table() -> str:
 
 
 def bentoml_config(st: Settings) -> dict:
-    """The BentoML service configuration these settings imply."""
-    config: dict = {
+    """The BentoML service configuration these settings imply. Tracing, traffic metrics, the
+    access log and CORS are the front door's (service/doors/front_door.py), in front of
+    BentoML's stack, so BentoML's own copies of those layers are off."""
+    return {
         "name": "vae",
         "workers": st.workers,
         "threads": st.threads,
         # API calls time out in the front door at timeout_s (504 with the request ID);
-        # BentoML's own timeout, a second later, bounds its other routes
+        # BentoML's own timeout, a second later, bounds the routes it answers
         "traffic": {"timeout": st.timeout_s + 1},
-        "metrics": {"enabled": st.bentoml_metrics},
-        "logging": {"access": {"enabled": st.access_log == "bentoml"}},
-        "tracing": {"sample_rate": st.tracing_sample_rate,
-                    # tracing off: no path gets OpenTelemetry's per-request span work at all
-                    "excluded_urls": ["/livez", "/readyz", "/metrics"]
-                    if st.tracing_sample_rate > 0 else [".*"]},
+        "metrics": {"enabled": False},
+        "logging": {"access": {"enabled": False}},
+        "tracing": {"sample_rate": 0.0, "excluded_urls": [".*"]},
     }
-    if st.tracing_sample_rate > 0:  # no exporter at all while tracing is off
-        config["tracing"]["exporter_type"] = st.tracing_exporter
-        if st.tracing_exporter == "otlp":
-            config["tracing"]["otlp"] = {"protocol": "http", "endpoint": st.otlp_endpoint}
-    # CORS is not BentoML's here: its CORS middleware sits behind user middleware, where it
-    # would never see the API (service/doors/front_door.py adds Starlette's in front).
-    return config
 
 
 if __name__ == "__main__":

@@ -119,6 +119,18 @@ def start_bentoml(repo: Path, model: str, env: dict[str, str], work: Path,
                           "VAE_MODEL_NAME": model, **env}, work, pin=True, cwd=cwd)
 
 
+def start_documented(repo: Path, model: str, work: Path) -> Proc:
+    """The /encode operation behind BentoML's documented `@bentoml.api` path
+    (benchmarks/peers/documented_path.py), on CPU 0."""
+    port = free_port()
+    env = {"VAE_MODEL_REPOSITORY": str(Path(repo).resolve()), "VAE_MODEL_NAME": model}
+    popen = _spawn([str(BIN / "bentoml"), "serve", "benchmarks.peers.documented_path:Documented",
+                    "--host", "127.0.0.1", "--port", str(port)], env,
+                   Path(work) / f"documented-{port}.log", True, ROOT)
+    return Proc(popen, f"http://127.0.0.1:{port}", "/readyz", log=Path(work) /
+                f"documented-{port}.log")
+
+
 def start_peer(encoder: Path, work: Path) -> Proc:
     port = free_port()
     popen = _spawn([str(BIN / "uvicorn"), "benchmarks.peers.naive_encode:app", "--host",

@@ -343,3 +343,28 @@ def test_npy_and_png_inputs_equal_json(client, digits):
     np.testing.assert_allclose(u8["mu"], quantized, atol=1e-6)
     png = post(client, "/encode", {"inputs": encode_images(digits, "png")})["mu"]
     np.testing.assert_allclose(png, quantized, atol=1e-6)
+
+
+def test_the_api_documents_itself(client):
+    """/docs.json: every operation with a description and an example request that the server
+    accepts as it stands, the V2 REST routes too; Swagger UI at / and /docs, no trackers."""
+    doc = client.get("/docs.json").json()
+    assert doc["openapi"].startswith("3.")
+    for path in ("/encode", "/decode", "/sample", "/interpolate", "/reconstruct", "/score",
+                 "/model", "/latent_map"):
+        op = doc["paths"][path]["post"]
+        assert op["summary"] and op["description"], path
+        example = op["requestBody"]["content"]["application/json"]["example"]
+        r = client.post(path, json=example)
+        assert r.status_code == 200, (path, r.text)
+        assert r.headers["x-model-version"] == "1"
+    for path in ("/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer",
+                 "/v2/health/ready", "/v2/repository/index"):
+        assert path in doc["paths"], path
+    infer = doc["paths"]["/v2/models/{model}/infer"]["post"]
+    example = infer["requestBody"]["content"]["application/json"]["example"]
+    assert client.post("/v2/models/decoder/infer", json=example).status_code == 200
+    for page in ("/", "/docs"):
+        r = client.get(page)
+        assert r.status_code == 200 and "swagger-ui" in r.text
+        assert "googletagmanager" not in r.text

@@ -1,14 +1,19 @@
 """The HTTP front door: the one route every HTTP request takes, in every configuration.
 
-Installed with BentoML's documented `Service.add_asgi_middleware` (service/app.py calls
-`install`), it sits inside BentoML's outer layers (OpenTelemetry tracing, its traffic metrics
-and access log when enabled, its timeout) and in front of BentoML's router. BentoML's router
-and API machinery cost several times this service's own work per small request
-(docs/BENCHMARKS.md, P2), so the front door answers the JSON API, V2 REST, /metrics and the
-API documents itself; everything else (health, /ui, Swagger's assets, unknown paths) goes on
-to BentoML, with the request ID added and error bodies in the contract's shape. CORS, when
-configured, is Starlette's CORSMiddleware directly in front of this door (BentoML's own CORS
-layer sits behind user middleware, where it would never see the API).
+BentoML's outer layers (Starlette's error layer, OpenTelemetry, its timeout; its metrics and
+access log when enabled) and its router cost a large share of a small request, measured
+(docs/BENCHMARKS.md, "The request core"): so this door stands in front of BentoML's whole
+ASGI stack. It answers the JSON API, V2 REST, /metrics and the API documents itself, and hands
+everything else (health, /ui, Swagger's assets, unknown paths) to BentoML's stack, with the
+request ID added and error bodies in the contract's shape. What wraps it is the same for both:
+CORS is Starlette's CORSMiddleware, tracing OpenTelemetry's ASGI instrumentation
+(service/lifecycle/tracing.py), and, when enabled, BentoML's own traffic-metrics and access-log
+middlewares; BentoML's copies of those layers are configured off (service/config.py).
+
+The hook: `install` adds `_Hook` with BentoML's documented `add_asgi_middleware`; at lifespan
+startup it wraps the Starlette application's built `middleware_stack` (Starlette builds it
+once and calls it for every request). tests/test_front_door.py fails if BentoML's app stops
+offering that hook or the borrowed middlewares move; start-up fails loudly too.
 
 Per request: request ID, authentication, admission (429), deadline (504), body limits (413)
 and content type (415), then the door (http_json, v2_rest, openapi), then metrics and the
@@ -31,6 +36,7 @@ from service.config import Settings
 from service.doors import http_json, openapi, v2_rest
 from service.doors.http_json import JSON, Answer
 from service.errors import RETRY_AFTER_STATUSES, ApiError, NotReady
+from service.lifecycle import tracing
 from service.lifecycle.admission import ADMISSION
 from service.lifecycle.auth import CHALLENGE, BearerAuth
 from service.lifecycle.calls import Call, request_id, v2_endpoint
@@ -41,6 +47,7 @@ from service.operations.api import OPERATIONS
 log = logging.getLogger("vae.http")
 Scope = dict[str, Any]
 LABELLED = {"/livez", "/readyz", "/metrics", "/docs", "/docs.json", "/"}  # others: "other"
+UNCOUNTED = ["/metrics", "/healthz", "/livez", "/readyz"]  # BentoML's own skip list
 
 
 class ClientGone(Exception):
@@ -48,14 +55,55 @@ class ClientGone(Exception):
 
 
 def install(service: Any, settings: Settings) -> None:
-    """Put the front door (and CORS, when configured) into the BentoML service."""
+    """Put the front door in front of the BentoML service's ASGI stack (at lifespan start)."""
+    service.add_asgi_middleware(_Hook, settings=settings)
+
+
+def entry(stack: Any, settings: Settings) -> Any:
+    """The front door and what wraps it, in front of BentoML's stack `stack`."""
+    app: Any = FrontDoor(stack, settings)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
-        service.add_asgi_middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
+        app = CORSMiddleware(
+            app, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Content-Type", "X-Request-ID", "Authorization"],
             expose_headers=["X-Request-ID", "Retry-After", "X-Model-Version"])
-    service.add_asgi_middleware(FrontDoor, settings=settings)
+    if settings.access_log == "bentoml":
+        from bentoml._internal.server.http.access import AccessLogMiddleware
+
+        app = AccessLogMiddleware(app, has_request_content_length=True,
+                                  has_request_content_type=True,
+                                  has_response_content_length=True,
+                                  has_response_content_type=True, skip_paths=UNCOUNTED)
+    if settings.bentoml_metrics:
+        from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+
+        app = RunnerTrafficMetricsMiddleware(app, namespace="bentoml_service",
+                                             skip_paths=UNCOUNTED)
+    if settings.tracing_sample_rate > 0:
+        app = tracing.traced(app, settings)
+    return app
+
+
+class _Hook:
+    """In BentoML's stack (add_asgi_middleware); at lifespan startup it puts `entry` in front
+    of the whole stack, then passes everything on."""
+
+    def __init__(self, app: Any, settings: Settings):
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            starlette_app = scope.get("app")
+            stack = getattr(starlette_app, "middleware_stack", None)
+            if stack is None:
+                raise RuntimeError("front door: BentoML's ASGI app offers no middleware_stack "
+                                   "to stand in front of (service/doors/front_door.py)")
+            if not getattr(stack, "is_front_door", False):
+                door = entry(stack, self.settings)
+                door.is_front_door = True
+                starlette_app.middleware_stack = door
+        await self.app(scope, receive, send)
 
 
 class FrontDoor:
@@ -69,7 +117,6 @@ class FrontDoor:
         self.auth = BearerAuth.from_settings(settings)
         self.deadlines = Deadlines(settings.timeout_s)
         self.access_log = settings.access_log == "json"
-        self.serve_metrics = not settings.bentoml_metrics  # else BentoML's /metrics route
         ADMISSION.limit = settings.max_concurrency
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -132,7 +179,6 @@ class FrontDoor:
         if method in ("GET", "HEAD"):
             if path == "/metrics":
                 flush_metrics()  # this worker's held-back observations first
-            if path == "/metrics" and self.serve_metrics:
                 body = await asyncio.to_thread(render_metrics)  # reads every worker's files
                 return Answer(200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())])
             if path == "/docs.json":

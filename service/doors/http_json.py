@@ -51,4 +51,4 @@ async def call(op: Operation, ops: Operations, body: bytes) -> Answer:
     for name in op.image_outputs:
         fields[name] = encode_images(fields[name], req.output_format)
     headers = [*JSON, (b"x-model-version", str(res.version).encode())]
-    return Answer(200, json_bytes(fields), headers, res.items)
+    return Answer(200, json_bytes(fields), headers, res.item_count)

@@ -162,7 +162,7 @@ class Servicer(pbg.GRPCInferenceServiceServicer):
         v2.resolve(svc.ops, model, version)  # unknown model or version first, as over REST
         work = v2.infer(svc.ops, model, version, decode_inputs(request), parameters(request))
         outs, res = self._in_loop(work, timeout)
-        call.count_items(res.items)
+        call.count_items(res.item_count)
         resp = pb.ModelInferResponse(model_name=model, model_version=str(res.version),
                                      id=request.id)
         for name in v2.selected_outputs([o.name for o in request.outputs], model, outs):

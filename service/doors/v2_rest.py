@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 
 from service.doors.http_json import Answer
-from service.errors import ApiError, BadInput
+from service.errors import ApiError, BadInput, NotReady
 from service.operations import v2
 from service.operations.api import validation_error
 
@@ -144,8 +144,8 @@ def _json(data: Any, status: int = 200) -> Answer:
     return Answer(status, json.dumps(data).encode())
 
 
-def _empty(status: int = 200) -> Answer:
-    return Answer(status, b"", [])
+def _empty() -> Answer:
+    return Answer(200, b"", [])
 
 
 # Each route's handler gets the worker's service (its ops, models, watcher, settings), the
@@ -165,7 +165,7 @@ async def infer(svc: Any, body: bytes, headers: dict[bytes, bytes], model: str,
     params = (req.parameters or RequestParameters()).model_dump(exclude_none=True)
     outs, res = await v2.infer(svc.ops, model, version, tensors, params)
     answer = encode_response(req, model, res.version, outs)
-    answer.items = res.items
+    answer.items = res.item_count
     return answer
 
 
@@ -178,7 +178,9 @@ async def live(svc: Any, body: bytes, headers: dict) -> Answer:
 
 
 async def ready(svc: Any, body: bytes, headers: dict) -> Answer:
-    return _empty(200 if svc.models.runtimes else 503)
+    if not svc.models.runtimes:
+        raise NotReady("no model version is loaded yet")
+    return _empty()
 
 
 async def model_metadata(svc: Any, body: bytes, headers: dict, model: str,

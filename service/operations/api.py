@@ -46,9 +46,9 @@ class Request(BaseModel):
 class Result(dict):
     """An operation's answer: its fields, plus what the doors report beside them."""
 
-    def __init__(self, fields: dict[str, Any], version: int, items: int = 0):
+    def __init__(self, fields: dict[str, Any], version: int, item_count: int = 0):
         super().__init__(fields)
-        self.version, self.items = version, items
+        self.version, self.item_count = version, item_count  # (dict has .items())
 
 
 def validation_error(exc: ValidationError) -> BadInput:
