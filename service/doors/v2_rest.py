@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 
 from service.doors.http_json import Answer
@@ -113,25 +114,26 @@ def parse_request(body: bytes, header_len: str | None) -> tuple[InferRequest, li
 
 def encode_response(req: InferRequest, model: str, version: int,
                     outs: dict[str, np.ndarray]) -> Answer:
-    params = req.parameters or RequestParameters()
-    asked = {o.name: o.parameters or TensorParameters() for o in req.outputs or ()}
+    binary_default = req.parameters is not None and req.parameters.binary_data_output
+    asked = {o.name: o.parameters for o in req.outputs or ()}
     entries, blobs = [], []
     for name in v2.selected_outputs(list(asked), model, outs):
         arr = outs[name]
         entry: dict[str, Any] = {"name": name, "datatype": v2.datatype_of(arr),
                                  "shape": list(arr.shape)}
-        binary = asked.get(name, TensorParameters()).binary_data
-        if params.binary_data_output if binary is None else binary:
+        params = asked.get(name)
+        binary = None if params is None else params.binary_data
+        if binary_default if binary is None else binary:
             raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
-            entry["data"] = arr.reshape(-1).tolist()
+            entry["data"] = arr.reshape(-1).tolist()  # Python floats: the JSON API's digits
         entries.append(entry)
     head = {"model_name": model, "model_version": str(version), "outputs": entries}
     if req.id is not None:
         head["id"] = req.id
-    text = json.dumps(head).encode()
+    text = orjson.dumps(head)
     version_header = (b"x-model-version", str(version).encode())
     if not blobs:
         return Answer(200, text, [(b"content-type", b"application/json"), version_header])
@@ -162,7 +164,7 @@ async def infer(svc: Any, body: bytes, headers: dict[bytes, bytes], model: str,
                        svc.settings.max_body_bytes)
     header_len = headers.get(HEADER.lower().encode())
     req, tensors = parse_request(body, header_len and header_len.decode("latin-1"))
-    params = (req.parameters or RequestParameters()).model_dump(exclude_none=True)
+    params = {} if req.parameters is None else req.parameters.model_dump(exclude_none=True)
     outs, res = await v2.infer(svc.ops, model, version, tensors, params)
     answer = encode_response(req, model, res.version, outs)
     answer.items = res.item_count
@@ -227,8 +229,8 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
         ("GET", base + "/ready", model_ready, "200 when that model version is ready"),
         ("POST", base + "/infer", infer, "one inference (JSON or binary tensors)"))],
 ]
-_PATTERNS = [(m, re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", t)), h)
-             for m, t, h, _ in ROUTES]
+_PATTERNS = sorted([(m, re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", t)), h)
+                    for m, t, h, _ in ROUTES], key=lambda p: p[2] is not infer)  # hot first
 
 
 def route(method: str, path: str) -> tuple[Handler, dict[str, str]] | None:

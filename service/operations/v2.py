@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
@@ -35,8 +36,15 @@ class Tensor:
     data: np.ndarray  # already shaped and typed
 
 
+_DATATYPE_OF: dict[np.dtype, str] = {}
+
+
 def datatype_of(arr: np.ndarray) -> str:
-    return np_to_triton_dtype(arr.dtype)
+    """tritonclient's name for the array's dtype (looked up once per dtype)."""
+    name = _DATATYPE_OF.get(arr.dtype)
+    if name is None:
+        name = _DATATYPE_OF[arr.dtype] = np_to_triton_dtype(arr.dtype)
+    return name
 
 
 def to_array(name: str, datatype: str, shape: list[int], flat: Any) -> np.ndarray:
@@ -70,7 +78,11 @@ def _spec(name: str, datatype: str, shape: list[int], optional: bool = False) ->
 
 def signature(model: str, rt: ModelRuntime) -> tuple[list[dict], list[dict]]:
     """Inputs and outputs of a V2 model for one version (shapes follow its manifest)."""
-    s, z = rt.shape, rt.latent_dim
+    return _signature(model, tuple(rt.shape), rt.latent_dim)
+
+
+@lru_cache(maxsize=64)
+def _signature(model: str, s: tuple[int, ...], z: int) -> tuple[list[dict], list[dict]]:
     if model == "encoder":
         return ([_spec("x", "FP32", [-1, *s])],
                 [_spec("mu", "FP32", [-1, z]), _spec("logvar", "FP32", [-1, z])])
@@ -104,7 +116,7 @@ def resolve(ops: Operations, model: str, version: str | None) -> ModelRuntime:
 def inputs_by_name(model: str, tensors: list[Tensor], rt: ModelRuntime) -> dict[str, Any]:
     """A request's tensors checked against what the model takes: tensors [N, ...] stay arrays
     (non-empty, finite), scalars [1] become Python numbers."""
-    specs = {s["name"]: s for s in signature(model, rt)[0]}
+    specs = _input_specs(model, tuple(rt.shape), rt.latent_dim)
     out: dict[str, Any] = {}
     for t in tensors:
         if t.name not in specs:
@@ -126,6 +138,11 @@ def inputs_by_name(model: str, tensors: list[Tensor], rt: ModelRuntime) -> dict[
         if name not in out and not spec.get("parameters", {}).get("optional"):
             raise BadInput(f"{name}: required input missing")
     return out
+
+
+@lru_cache(maxsize=64)
+def _input_specs(model: str, s: tuple[int, ...], z: int) -> dict[str, dict]:
+    return {spec["name"]: spec for spec in _signature(model, s, z)[0]}
 
 
 async def infer(ops: Operations, model: str, version: str | None, tensors: list[Tensor],

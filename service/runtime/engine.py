@@ -214,8 +214,9 @@ def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> float:
 class ModelSet:
     """The loaded versions of one model name; requests pick one (default: the highest).
 
-    `runtimes` is replaced, never mutated, when versions come and go (service/runtime/watcher.py), so a
-    request that picked a version keeps it whatever happens meanwhile."""
+    `runtimes` is replaced, never mutated, when versions come and go
+    (service/runtime/watcher.py), so a request that picked a version keeps it whatever happens
+    meanwhile."""
 
     name: str
     runtimes: dict[int, ModelRuntime]
