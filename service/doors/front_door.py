@@ -135,7 +135,7 @@ class FrontDoor:
                     path.rstrip("/") or "/", headers.get(b"authorization")):
                 raise ApiError("Authorization: a valid bearer token is required "
                                "(Authorization: Bearer <token>)", "unauthorized")
-            answer = await self._answer(scope, receive, method, path, op, headers, call)
+            answer = await self._answer(receive, method, path, op, headers, call)
             if answer is None:  # not ours: BentoML's
                 status = await self._forward(scope, receive, send, rid)
                 return
@@ -157,7 +157,7 @@ class FrontDoor:
         finally:
             call.finish(status, kind)
 
-    async def _answer(self, scope: Scope, receive: Any, method: str, path: str, op: Any,
+    async def _answer(self, receive: Any, method: str, path: str, op: Any,
                       headers: dict[bytes, bytes], call: Call) -> Answer | None:
         """This door's answer, or None for a request BentoML answers."""
         if op is not None:
@@ -236,8 +236,8 @@ class FrontDoor:
                 if not message.get("more_body", False):
                     keep = [(k, v) for k, v in held.get("headers", [])
                             if k.lower() not in (b"content-length", b"content-type")]
-                    message = f"{scope['method']} {scope['path']}: {HTTPStatus(status).phrase}"
-                    await _send_error(send, ApiError.for_status(status, message), rid, keep)
+                    text = f"{scope['method']} {scope['path']}: {HTTPStatus(status).phrase}"
+                    await _send_error(send, ApiError.for_status(status, text), rid, keep)
             else:
                 await send(message)
 
