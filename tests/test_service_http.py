@@ -351,7 +351,7 @@ def test_the_api_documents_itself(client):
     doc = client.get("/docs.json").json()
     assert doc["openapi"].startswith("3.")
     for path in ("/encode", "/decode", "/sample", "/interpolate", "/reconstruct", "/score",
-                 "/model", "/latent_map"):
+                 "/model", "/latent_map", "/compare"):
         op = doc["paths"][path]["post"]
         assert op["summary"] and op["description"], path
         example = op["requestBody"]["content"]["application/json"]["example"]
@@ -368,3 +368,26 @@ def test_the_api_documents_itself(client):
         r = client.get(page)
         assert r.status_code == 200 and "swagger-ui" in r.text
         assert "googletagmanager" not in r.text
+
+
+def test_compare_gives_the_overlap_of_the_two_posteriors(client, digits):
+    """POST /compare: per pair, the closed forms on the posteriors /encode returns; a digit
+    against itself overlaps fully; pairs must match; unknown fields refused."""
+    from service.runtime.latent import gaussian_divergences
+
+    a, b = digits[:3], digits[[1, 2, 0]]
+    got = post(client, "/compare", {"a": a.tolist(), "b": b.tolist()})
+    ea = post(client, "/encode", {"inputs": a.tolist()})
+    eb = post(client, "/encode", {"inputs": b.tolist()})
+    want = gaussian_divergences(np.array(ea["mu"]), np.array(ea["logvar"]),
+                                np.array(eb["mu"]), np.array(eb["logvar"]))
+    for key in ("overlap", "kl_ab", "kl_ba", "w2"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-9)
+    assert all(0 < o < 1 for o in got["overlap"]) and all(k > 0 for k in got["kl_ab"])
+    self_ = post(client, "/compare", {"a": a.tolist(), "b": a.tolist()})
+    np.testing.assert_allclose(self_["overlap"], 1.0, atol=1e-6)
+    np.testing.assert_allclose(self_["w2"], 0.0, atol=1e-6)
+    r = client.post("/compare", json={"a": a.tolist(), "b": b[:2].tolist()})
+    assert r.status_code == 400 and "pairs must match" in r.json()["error"]
+    r = client.post("/compare", json={"a": a.tolist(), "b": b.tolist(), "c": 1})
+    assert r.status_code == 400 and "c" in r.json()["error"]

@@ -116,6 +116,14 @@ class Score(Request):
     seed: Seed = None
 
 
+class Compare(Request):
+    """How much the posteriors of two images overlap, per pair (a[i], b[i]): the
+    Bhattacharyya coefficient, both KL divergences and the 2-Wasserstein distance between
+    q(z|a) and q(z|b), summed over the latent dimensions."""
+    a: Any = Field(json_schema_extra=IMAGES)
+    b: Any = Field(json_schema_extra=IMAGES)
+
+
 class LatentMap(Request):
     """The reference set's mu projected to 2-D, with labels."""
 
@@ -217,6 +225,16 @@ class Operations:
         return Result({"neg_elbo": neg_elbo, "nll_iwae": nll, "percentile": pct},
                       rt.manifest.version, len(x))
 
+    async def compare(self, r: Compare) -> Result:
+        rt = self.runtime(r.version)
+        xa, xb = self.images(rt, r.a, "a"), self.images(rt, r.b, "b")
+        if len(xa) != len(xb):
+            raise BadInput(f"a, b: {len(xa)} and {len(xb)} items; pairs must match")
+        mu, logvar, _ = await rt.aencode(np.concatenate([xa, xb]))  # one run for both
+        n = len(xa)
+        out = latent.gaussian_divergences(mu[:n], logvar[:n], mu[n:], logvar[n:])
+        return Result(out, rt.manifest.version, 2 * n)
+
     async def latent_map(self, r: LatentMap) -> Result:
         rt = self.runtime(r.version)
         ref = rt.reference
@@ -290,6 +308,8 @@ OPERATIONS: dict[str, Operation] = {op.route: op for op in (
               example=lambda s, z: {"inputs": _image(s), "output_format": "png"}),
     Operation("score", Score, Operations.score,
               example=lambda s, z: {"inputs": _image(s), "k": 100, "seed": 0}),
+    Operation("compare", Compare, Operations.compare,
+              example=lambda s, z: {"a": _image(s), "b": np.full((1, *s), 0.25).tolist()}),
     Operation("latent_map", LatentMap, Operations.latent_map),
     Operation("model", ModelInfo, Operations.model),
 )}
