@@ -1,7 +1,8 @@
 """What the service needs from the training data, computed once at export on the held-out split.
 
 reference.npz (numeric arrays only, loaded with allow_pickle=False):
-- mu [M, Z]: posterior means of up to 2,000 held-out items, labels [M] when known,
+- mu [M, Z] and logvar [M, Z]: the posteriors of up to 2,000 held-out items, labels [M] when
+  known, and the items themselves, x [M, *S] float32 (for /neighbors),
 - points [M, 2]: their 2-D projection for /latent_map, with proj_mean [Z] and proj_components
   [2, Z] (PCA; points = (mu - proj_mean) @ proj_components.T) so new codes can be placed too,
 - neg_elbo_sorted [H]: per-item held-out -ELBO (closed-form KL + one seeded z sample, the same
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.evaluate import encode_mu, per_item_terms
+from training.evaluate import per_item_terms
 from training.model import VAE
 
 MAX_REFERENCE = 2000
@@ -46,9 +47,12 @@ def write_reference(model: VAE, x_held: np.ndarray, labels: np.ndarray | None,
     x = torch.from_numpy(np.ascontiguousarray(x_held, dtype=np.float32))
     neg_elbo = per_item_neg_elbo(model, x)
     ref_x = x[:MAX_REFERENCE]
-    mu = encode_mu(model, ref_x).numpy().astype(np.float32)
+    posts = [model.encode(ref_x[i: i + 1000]) for i in range(0, len(ref_x), 1000)]
+    mu = torch.cat([m for m, _ in posts]).numpy().astype(np.float32)
+    logvar = torch.cat([lv for _, lv in posts]).numpy().astype(np.float32)
     points, mean, comps = pca_2d(mu.astype(np.float64))
-    arrays = {"mu": mu, "points": points.astype(np.float32),
+    arrays = {"mu": mu, "logvar": logvar, "x": ref_x.numpy().astype(np.float32),
+              "points": points.astype(np.float32),
               "proj_mean": mean.astype(np.float32), "proj_components": comps.astype(np.float32),
               "neg_elbo_sorted": np.sort(neg_elbo)}
     if labels is not None:
@@ -56,7 +60,7 @@ def write_reference(model: VAE, x_held: np.ndarray, labels: np.ndarray | None,
     with open(path, "wb") as f:
         np.savez(f, **arrays)
     reference = {"file": path.name, "items": int(len(mu)), "projection": "pca",
-                 "has_labels": labels is not None}
+                 "has_labels": labels is not None, "has_logvar": True, "has_images": True}
     score = {"heldout_items": int(len(neg_elbo)),
              "estimator": "closed-form KL + one seeded z sample (the k = 1 /score estimator)",
              "quantiles": [float(v) for v in np.quantile(neg_elbo, QUANTILES)]}

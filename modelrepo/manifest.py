@@ -76,6 +76,11 @@ class ReferenceInfo(_Strict):
     items: int = Field(ge=1)
     projection: Literal["pca"] = "pca"
     has_labels: bool
+    # additive (schema_version 1 still): absent in manifests written before, read as False
+    has_logvar: bool = Field(False, description="the npz holds `logvar` [M, Z] beside `mu`: "
+                             "the reference posteriors /neighbors compares with")
+    has_images: bool = Field(False, description="the npz holds the items themselves, `x` "
+                             "[M, *S] float32: /neighbors answers them")
 
 
 class ScoreInfo(_Strict):

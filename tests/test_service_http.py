@@ -391,3 +391,29 @@ def test_compare_gives_the_overlap_of_the_two_posteriors(client, digits):
     assert r.status_code == 400 and "pairs must match" in r.json()["error"]
     r = client.post("/compare", json={"a": a.tolist(), "b": b.tolist(), "c": 1})
     assert r.status_code == 400 and "c" in r.json()["error"]
+
+
+def test_neighbors_find_the_reference_items_themselves(client, trained):
+    """POST /neighbors with items of the reference set: each finds itself first (overlap
+    ~1), with its stored image and label; k and measure are checked."""
+    with np.load(trained["version_dir"] / "reference.npz") as f:
+        ref = {k: f[k] for k in f.files}
+    x = ref["x"][:3]
+    for measure in ("overlap", "kl", "w2", "euclidean"):
+        got = post(client, "/neighbors", {"inputs": x.tolist(), "k": 4, "measure": measure})
+        assert np.array(got["indices"]).shape == (3, 4) and got["measure"] == measure
+        assert [row[0] for row in got["indices"]] == [0, 1, 2], measure
+        scores = np.array(got["scores"])
+        if measure == "overlap":
+            np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-4)
+            assert (np.diff(scores, axis=1) <= 1e-12).all()  # best (largest) first
+        else:
+            np.testing.assert_allclose(scores[:, 0], 0.0, atol=1e-3)
+            assert (np.diff(scores, axis=1) >= -1e-12).all()
+        out = np.array(got["outputs"])
+        assert out.shape == (3, 4, 1, 8, 8)
+        np.testing.assert_allclose(out[:, 0], x, atol=1e-6)
+        assert got["labels"] == ref["labels"][np.array(got["indices"])].tolist()
+    for bad in ({"k": 101}, {"k": 0}, {"measure": "cosine"}):
+        r = client.post("/neighbors", json={"inputs": x.tolist(), **bad})
+        assert r.status_code == 400 and next(iter(bad)) in r.json()["error"], r.text

@@ -238,3 +238,43 @@ def test_gaussian_divergences_match_numerical_integrals():
     far = latent.gaussian_divergences(np.zeros((1, 32)), np.full((1, 32), -8.0),
                                       np.full((1, 32), 5.0), np.full((1, 32), -8.0))
     assert far["overlap"][0] == 0.0 and np.isfinite(far["bhattacharyya"][0])  # underflow told
+
+
+@pytest.mark.parametrize("measure", ["overlap", "kl", "w2", "euclidean"])
+def test_neighbour_search_is_the_brute_force_ranking(measure, monkeypatch):
+    from service.runtime import neighbors
+
+    monkeypatch.setattr(neighbors, "CHUNK_ELEMENTS", 64)  # several chunks
+    rng = np.random.default_rng(5)
+    ref_mu, ref_lv = rng.normal(size=(40, 6)), rng.normal(scale=0.5, size=(40, 6))
+    mu, lv = rng.normal(size=(7, 6)), rng.normal(scale=0.5, size=(7, 6))
+    idx, scores = neighbors.search(mu, lv, ref_mu, ref_lv, 5, measure)
+    for i in range(7):
+        pairs = latent.gaussian_divergences(np.repeat(mu[i:i + 1], 40, 0),
+                                            np.repeat(lv[i:i + 1], 40, 0), ref_mu, ref_lv)
+        dist = {"overlap": pairs["bhattacharyya"], "kl": pairs["kl_ab"], "w2": pairs["w2"],
+                "euclidean": np.linalg.norm(mu[i] - ref_mu, axis=1)}[measure]
+        want = np.argsort(dist, kind="stable")[:5]
+        assert list(idx[i]) == list(want), (measure, i)
+        expect = pairs["overlap"][want] if measure == "overlap" else dist[want]
+        np.testing.assert_allclose(scores[i], expect, rtol=1e-9, atol=1e-12)
+    assert neighbors.search(mu, lv, ref_mu, ref_lv, 100, measure)[0].shape == (7, 40)
+
+
+def test_neighbours_need_a_reference_set():
+    import asyncio
+    from types import SimpleNamespace
+
+    from service.config import Settings
+    from service.errors import VersionNotFound
+    from service.operations.api import Operations
+    from service.operations.requests import Neighbors
+    from service.runtime.engine import ModelSet
+
+    bare = SimpleNamespace(reference=None, manifest=SimpleNamespace(version=3))
+    ops = Operations(ModelSet("m", {3: bare}), Settings())
+    with pytest.raises(VersionNotFound, match="no reference set"):
+        asyncio.run(ops.neighbors(Neighbors(inputs=[[0.5] * 64])))
+    bare.reference = {"mu": np.zeros((2, 4), np.float32)}  # exported before logvar was stored
+    with pytest.raises(VersionNotFound, match="log-variances"):
+        asyncio.run(ops.neighbors(Neighbors(inputs=[[0.5] * 64], measure="kl")))

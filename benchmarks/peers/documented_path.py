@@ -13,7 +13,8 @@ from typing import Any
 import bentoml
 
 from service.config import bentoml_config, load_settings
-from service.operations.api import Encode, Operations
+from service.operations.api import Operations
+from service.operations.requests import Encode
 from service.runtime.engine import ModelSet
 
 SETTINGS = load_settings()

@@ -1,46 +1,40 @@
 """Every operation of the public contract (../shared/API.md), written once for every door.
 
-Each operation declares its request (a pydantic model: fields, defaults, limits, descriptions,
-an example) and an async function that returns arrays. The doors (HTTP JSON, V2 REST, gRPC)
-only parse their wire format into that request, call the operation and write its result in
-their wire format; the V2 models (service/operations/v2.py) are calls into these same functions.
-"""
+Each operation declares its request (service/operations/requests.py: fields, defaults,
+limits, descriptions), an example, and an async function here that returns arrays. The doors
+(HTTP JSON, V2 REST, gRPC) only parse their wire format into that request, call the operation
+and write its result in their wire format; the V2 models (service/operations/v2.py) are calls
+into these same functions."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from modelrepo import scoring
 from service.config import Settings
 from service.errors import BadInput, LimitExceeded, NotReady, VersionNotFound
+from service.operations.requests import (
+    Compare,
+    Decode,
+    Encode,
+    Interpolate,
+    LatentMap,
+    ModelInfo,
+    Neighbors,
+    Reconstruct,
+    Request,
+    Sample,
+    Score,
+)
 from service.operations.tensors import decode_images, decode_latents
-from service.runtime import latent
+from service.runtime import latent, neighbors
 from service.runtime.engine import ModelRuntime, ModelSet
-
-# z = T * eps must stay finite and meaningful; eps beyond +-6 is rare, so this is ample.
-MAX_TEMPERATURE = 100.0
-IMAGES = {"description": "images [N, *S], [N, prod(S)] or (C = 1) [N, H, W] as a JSON array, "
-                         "or {\"npy\": base64 .npy}, or {\"png\": [base64 PNG, ...]}"}
-LATENTS = {"description": "latent codes [N, Z] as a JSON array or {\"npy\": base64 .npy}"}
-
-Version = Annotated[int | None, Field(ge=1, strict=True,
-                                      description="model version; default the highest")]
-Seed = Annotated[int | None, Field(ge=0, strict=True,
-                                   description="seed for eps; omit for fresh draws")]
-OutputFormat = Annotated[Literal["json", "npy", "png"],
-                         Field(description="encoding of image outputs")]
-
-
-class Request(BaseModel):
-    """A request: unknown fields are refused by name (a typo such as "sampels" must not pass)."""
-
-    model_config = ConfigDict(extra="forbid")
-    version: Version = None
 
 
 class Result(dict):
@@ -63,73 +57,6 @@ def validation_error(exc: ValidationError) -> BadInput:
 def _limit(field: str, value: int, limit: int) -> None:
     if value > limit:
         raise LimitExceeded(f"{field}: {value} exceeds the limit of {limit}")
-
-
-class Encode(Request):
-    """q(z|x) = N(mu, sigma^2) of each image; with samples > 0 also z = mu + sigma * eps."""
-    inputs: Any = Field(json_schema_extra=IMAGES)
-    samples: int = Field(0, ge=0, strict=True, description="z samples per item")
-    seed: Seed = None
-
-
-class Decode(Request):
-    """The decoder's mean image of each latent code."""
-    z: Any = Field(json_schema_extra=LATENTS)
-    output_format: OutputFormat = "json"
-
-
-class Sample(Request):
-    """n draws from the prior, z = temperature * eps, decoded."""
-    n: int = Field(1, ge=1, strict=True, description="how many")
-    temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False, strict=True,
-                               description="z ~ N(0, T^2 I)",
-                               # OpenAPI 3.0: an exclusive bound is a flag
-                               json_schema_extra={"minimum": 0, "exclusiveMinimum": True})
-    seed: Seed = None
-    output_format: OutputFormat = "json"
-
-
-class Interpolate(Request):
-    """Paths between pairs: images (their mu) or latent codes; lerp or slerp."""
-    start: Any = Field(None, json_schema_extra=IMAGES)
-    end: Any = Field(None, json_schema_extra=IMAGES)
-    start_z: Any = Field(None, json_schema_extra=LATENTS)
-    end_z: Any = Field(None, json_schema_extra=LATENTS)
-    steps: int = Field(8, ge=2, strict=True, description="points per path, endpoints included")
-    method: Literal["lerp", "slerp"] = "lerp"
-    output_format: OutputFormat = "json"
-
-
-class Reconstruct(Request):
-    """Decode mu of each image, or one z drawn from q(z|x) when sample is true."""
-    inputs: Any = Field(json_schema_extra=IMAGES)
-    sample: bool = Field(False, strict=True, description="decode a draw instead of mu")
-    seed: Seed = None
-    output_format: OutputFormat = "json"
-
-
-class Score(Request):
-    """-ELBO and the importance-weighted NLL bound (nats per item), and the held-out
-    percentile of -ELBO."""
-    inputs: Any = Field(json_schema_extra=IMAGES)
-    k: int = Field(1, ge=1, strict=True, description="importance samples")
-    seed: Seed = None
-
-
-class Compare(Request):
-    """How much the posteriors of two images overlap, per pair (a[i], b[i]): the
-    Bhattacharyya coefficient, both KL divergences and the 2-Wasserstein distance between
-    q(z|a) and q(z|b), summed over the latent dimensions."""
-    a: Any = Field(json_schema_extra=IMAGES)
-    b: Any = Field(json_schema_extra=IMAGES)
-
-
-class LatentMap(Request):
-    """The reference set's mu projected to 2-D, with labels."""
-
-
-class ModelInfo(Request):
-    """The served model: identity, shapes, graphs, training metrics."""
 
 
 class Operations:
@@ -235,6 +162,30 @@ class Operations:
         out = latent.gaussian_divergences(mu[:n], logvar[:n], mu[n:], logvar[n:])
         return Result(out, rt.manifest.version, 2 * n)
 
+    async def neighbors(self, r: Neighbors) -> Result:
+        rt = self.runtime(r.version)
+        ref, v = rt.reference, rt.manifest.version
+        if ref is None:
+            raise VersionNotFound(f"version: {v} has no reference set to search (it was "
+                                  "exported without its held-out items)")
+        if r.measure != "euclidean" and "logvar" not in ref:
+            raise VersionNotFound(f"measure: version {v}'s reference set has no log-variances "
+                                  "(exported before they were stored); re-export it, or use "
+                                  "measure euclidean")
+        x = self.images(rt, r.inputs, "inputs")
+        mu, logvar, _ = await rt.aencode(x)
+        # a full scan: off the event loop (a 1,000-item request takes a while)
+        idx, scores = await asyncio.to_thread(neighbors.search, mu, logvar, ref["mu"],
+                                              ref.get("logvar"), r.k, r.measure)
+        if "x" in ref:
+            images = ref["x"][idx]
+        else:  # no stored items: their decoded means stand in
+            z = ref["mu"][idx].reshape(-1, rt.latent_dim)
+            images = (await rt.adecode(z)).reshape(*idx.shape, *rt.shape)
+        labels = ref["labels"][idx] if "labels" in ref else None
+        return Result({"indices": idx, "scores": scores, "labels": labels, "outputs": images,
+                       "measure": r.measure}, v, len(x))
+
     async def latent_map(self, r: LatentMap) -> Result:
         rt = self.runtime(r.version)
         ref = rt.reference
@@ -310,6 +261,8 @@ OPERATIONS: dict[str, Operation] = {op.route: op for op in (
               example=lambda s, z: {"inputs": _image(s), "k": 100, "seed": 0}),
     Operation("compare", Compare, Operations.compare,
               example=lambda s, z: {"a": _image(s), "b": np.full((1, *s), 0.25).tolist()}),
+    Operation("neighbors", Neighbors, Operations.neighbors, ("outputs",),
+              example=lambda s, z: {"inputs": _image(s), "k": 3, "measure": "overlap"}),
     Operation("latent_map", LatentMap, Operations.latent_map),
     Operation("model", ModelInfo, Operations.model),
 )}

@@ -1,0 +1,109 @@
+"""The requests of the contract's operations (../shared/API.md): each field with its default,
+its limits and what it means, said once. The OpenAPI document, the JSON door's validation and
+the V2 models' all come from these; limits that depend on settings (VAE_MAX_*) are checked by
+the operations themselves (service/operations/api.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# z = T * eps must stay finite and meaningful; eps beyond +-6 is rare, so this is ample.
+MAX_TEMPERATURE = 100.0
+IMAGES = {"description": "images [N, *S], [N, prod(S)] or (C = 1) [N, H, W] as a JSON array, "
+                         "or {\"npy\": base64 .npy}, or {\"png\": [base64 PNG, ...]}"}
+LATENTS = {"description": "latent codes [N, Z] as a JSON array or {\"npy\": base64 .npy}"}
+
+Version = Annotated[int | None, Field(ge=1, strict=True,
+                                      description="model version; default the highest")]
+Seed = Annotated[int | None, Field(ge=0, strict=True,
+                                   description="seed for eps; omit for fresh draws")]
+OutputFormat = Annotated[Literal["json", "npy", "png"],
+                         Field(description="encoding of image outputs")]
+
+
+class Request(BaseModel):
+    """A request: unknown fields are refused by name (a typo such as "sampels" must not pass)."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Version = None
+
+
+class Encode(Request):
+    """q(z|x) = N(mu, sigma^2) of each image; with samples > 0 also z = mu + sigma * eps."""
+    inputs: Any = Field(json_schema_extra=IMAGES)
+    samples: int = Field(0, ge=0, strict=True, description="z samples per item")
+    seed: Seed = None
+
+
+class Decode(Request):
+    """The decoder's mean image of each latent code."""
+    z: Any = Field(json_schema_extra=LATENTS)
+    output_format: OutputFormat = "json"
+
+
+class Sample(Request):
+    """n draws from the prior, z = temperature * eps, decoded."""
+    n: int = Field(1, ge=1, strict=True, description="how many")
+    temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False, strict=True,
+                               description="z ~ N(0, T^2 I)",
+                               # OpenAPI 3.0: an exclusive bound is a flag
+                               json_schema_extra={"minimum": 0, "exclusiveMinimum": True})
+    seed: Seed = None
+    output_format: OutputFormat = "json"
+
+
+class Interpolate(Request):
+    """Paths between pairs: images (their mu) or latent codes; lerp or slerp."""
+    start: Any = Field(None, json_schema_extra=IMAGES)
+    end: Any = Field(None, json_schema_extra=IMAGES)
+    start_z: Any = Field(None, json_schema_extra=LATENTS)
+    end_z: Any = Field(None, json_schema_extra=LATENTS)
+    steps: int = Field(8, ge=2, strict=True, description="points per path, endpoints included")
+    method: Literal["lerp", "slerp"] = "lerp"
+    output_format: OutputFormat = "json"
+
+
+class Reconstruct(Request):
+    """Decode mu of each image, or one z drawn from q(z|x) when sample is true."""
+    inputs: Any = Field(json_schema_extra=IMAGES)
+    sample: bool = Field(False, strict=True, description="decode a draw instead of mu")
+    seed: Seed = None
+    output_format: OutputFormat = "json"
+
+
+class Score(Request):
+    """-ELBO and the importance-weighted NLL bound (nats per item), and the held-out
+    percentile of -ELBO."""
+    inputs: Any = Field(json_schema_extra=IMAGES)
+    k: int = Field(1, ge=1, strict=True, description="importance samples")
+    seed: Seed = None
+
+
+class Compare(Request):
+    """How much the posteriors of two images overlap, per pair (a[i], b[i]): the
+    Bhattacharyya coefficient, both KL divergences and the 2-Wasserstein distance between
+    q(z|a) and q(z|b), summed over the latent dimensions."""
+    a: Any = Field(json_schema_extra=IMAGES)
+    b: Any = Field(json_schema_extra=IMAGES)
+
+
+class Neighbors(Request):
+    """The nearest items of the model's reference set to each image's posterior, by overlap of
+    the distributions (default), KL(q_query || q_reference), 2-Wasserstein, or the distance
+    between means; with their labels and images."""
+    inputs: Any = Field(json_schema_extra=IMAGES)
+    k: int = Field(5, ge=1, le=100, strict=True, description="neighbours per item")
+    measure: Literal["overlap", "kl", "w2", "euclidean"] = Field(
+        "overlap", description="overlap: Bhattacharyya coefficient (ranked by its distance); "
+        "kl, w2, euclidean: smaller is nearer")
+    output_format: OutputFormat = "json"
+
+
+class LatentMap(Request):
+    """The reference set's mu projected to 2-D, with labels."""
+
+
+class ModelInfo(Request):
+    """The served model: identity, shapes, graphs, training metrics."""
