@@ -5,6 +5,7 @@ reference.npz (numeric arrays only, loaded with allow_pickle=False):
   known, and the items themselves, x [M, *S] float32 (for /neighbors),
 - points [M, 2]: their 2-D projection for /latent_map, with proj_mean [Z] and proj_components
   [2, Z] (PCA; points = (mu - proj_mean) @ proj_components.T) so new codes can be placed too,
+  and points_tsne [M, 2] (t-SNE of mu, scikit-learn; not invertible),
 - neg_elbo_sorted [H]: per-item held-out -ELBO (closed-form KL + one seeded z sample, the same
   estimator as /score with k = 1), sorted, for /score's percentile.
 """
@@ -40,6 +41,28 @@ def pca_2d(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (mu - mean) @ comps.T, mean, comps
 
 
+def tsne_2d(mu: np.ndarray, seed: int = 0) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30.0, max(2.0, (len(mu) - 1) / 3)))
+    return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed,
+                n_jobs=1).fit_transform(mu.astype(np.float64))
+
+
+def map_quality(points: np.ndarray, labels: np.ndarray | None) -> dict:
+    """How well a 2-D map separates the labels: silhouette, and leave-one-out 5-NN accuracy."""
+    if labels is None or len(np.unique(labels)) < 2:
+        return {"silhouette": None, "knn5_accuracy": None}
+    from sklearn.metrics import silhouette_score
+
+    d = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    near = labels[np.argsort(d, axis=1)[:, :5]]
+    votes = np.array([np.bincount(row, minlength=labels.max() + 1).argmax() for row in near])
+    return {"silhouette": float(silhouette_score(points, labels)),
+            "knn5_accuracy": float(np.mean(votes == labels))}
+
+
 @torch.no_grad()
 def write_reference(model: VAE, x_held: np.ndarray, labels: np.ndarray | None,
                     path: Path) -> dict:
@@ -51,8 +74,10 @@ def write_reference(model: VAE, x_held: np.ndarray, labels: np.ndarray | None,
     mu = torch.cat([m for m, _ in posts]).numpy().astype(np.float32)
     logvar = torch.cat([lv for _, lv in posts]).numpy().astype(np.float32)
     points, mean, comps = pca_2d(mu.astype(np.float64))
+    tsne = tsne_2d(mu)
+    ref_labels = None if labels is None else labels[:MAX_REFERENCE].astype(np.int64)
     arrays = {"mu": mu, "logvar": logvar, "x": ref_x.numpy().astype(np.float32),
-              "points": points.astype(np.float32),
+              "points": points.astype(np.float32), "points_tsne": tsne.astype(np.float32),
               "proj_mean": mean.astype(np.float32), "proj_components": comps.astype(np.float32),
               "neg_elbo_sorted": np.sort(neg_elbo)}
     if labels is not None:
@@ -60,7 +85,10 @@ def write_reference(model: VAE, x_held: np.ndarray, labels: np.ndarray | None,
     with open(path, "wb") as f:
         np.savez(f, **arrays)
     reference = {"file": path.name, "items": int(len(mu)), "projection": "pca",
-                 "has_labels": labels is not None, "has_logvar": True, "has_images": True}
+                 "has_labels": labels is not None, "has_logvar": True, "has_images": True,
+                 "projections": ["pca", "tsne"],
+                 "quality": {"pca": map_quality(points, ref_labels),
+                             "tsne": map_quality(tsne, ref_labels)}}
     score = {"heldout_items": int(len(neg_elbo)),
              "estimator": "closed-form KL + one seeded z sample (the k = 1 /score estimator)",
              "quantiles": [float(v) for v in np.quantile(neg_elbo, QUANTILES)]}

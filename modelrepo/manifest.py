@@ -71,6 +71,11 @@ class Parity(_Strict):
     decoder_aux_max_abs_diff: float | None = None
 
 
+class ProjectionQuality(_Strict):
+    silhouette: float | None = Field(description="silhouette of the 2-D points by label")
+    knn5_accuracy: float | None = Field(description="5-NN label accuracy in 2-D, leave-one-out")
+
+
 class ReferenceInfo(_Strict):
     file: str = Field(description="the npz file listed in `files`")
     items: int = Field(ge=1)
@@ -81,6 +86,11 @@ class ReferenceInfo(_Strict):
                              "the reference posteriors /neighbors compares with")
     has_images: bool = Field(False, description="the npz holds the items themselves, `x` "
                              "[M, *S] float32: /neighbors answers them")
+    projections: list[Literal["pca", "tsne"]] = Field(
+        default_factory=lambda: ["pca"], description="2-D maps in the npz: `points` (pca) "
+        "and `points_tsne` (t-SNE, computed at export)")
+    quality: dict[str, ProjectionQuality] = Field(
+        default_factory=dict, description="per projection, how well it separates the labels")
 
 
 class ScoreInfo(_Strict):

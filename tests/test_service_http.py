@@ -417,3 +417,24 @@ def test_neighbors_find_the_reference_items_themselves(client, trained):
     for bad in ({"k": 101}, {"k": 0}, {"measure": "cosine"}):
         r = client.post("/neighbors", json={"inputs": x.tolist(), **bad})
         assert r.status_code == 400 and next(iter(bad)) in r.json()["error"], r.text
+
+
+def test_latent_map_tsne_and_the_quality_of_each_map(client, trained):
+    """projection: tsne (computed at export) beside pca; each answers how well it separates
+    the labels, equal to an independent computation on the returned points."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    for projection in ("pca", "tsne"):
+        out = post(client, "/latent_map", {"projection": projection})
+        points, labels = np.array(out["points"]), np.array(out["labels"])
+        assert points.shape == (359, 2) and out["projection"] == projection
+        q = out["quality"]
+        np.testing.assert_allclose(q["silhouette"], silhouette_score(points, labels), atol=1e-5)
+        knn = KNeighborsClassifier(6).fit(points, labels)  # 6: itself + 5 others
+        neigh = knn.kneighbors(points, 6, return_distance=False)[:, 1:]
+        votes = [np.bincount(labels[row], minlength=10).argmax() for row in neigh]
+        assert abs(q["knn5_accuracy"] - np.mean(np.array(votes) == labels)) < 0.02
+        assert (out["projection_components"] is None) == (projection == "tsne")
+    r = client.post("/latent_map", json={"projection": "umap"})
+    assert r.status_code == 400 and "projection" in r.json()["error"]

@@ -188,14 +188,20 @@ class Operations:
 
     async def latent_map(self, r: LatentMap) -> Result:
         rt = self.runtime(r.version)
-        ref = rt.reference
+        ref, info, v = rt.reference, rt.manifest.reference, rt.manifest.version
         if ref is None:
-            raise VersionNotFound(f"version: {rt.manifest.version} was exported without a "
-                                  "reference set (its training data was not at hand)")
-        return Result({"points": ref["points"], "labels": ref.get("labels"),
-                       "projection": rt.manifest.reference.projection,
-                       "projection_mean": ref["proj_mean"],
-                       "projection_components": ref["proj_components"]}, rt.manifest.version)
+            raise VersionNotFound(f"version: {v} was exported without a reference set (its "
+                                  "training data was not at hand)")
+        if r.projection not in info.projections:
+            raise VersionNotFound(f"projection: {r.projection!r} was not computed when version "
+                                  f"{v} was exported (it has {', '.join(info.projections)})")
+        pca = r.projection == "pca"
+        quality = info.quality.get(r.projection)
+        return Result({"points": ref["points"] if pca else ref["points_tsne"],
+                       "labels": ref.get("labels"), "projection": r.projection,
+                       "projection_mean": ref["proj_mean"] if pca else None,
+                       "projection_components": ref["proj_components"] if pca else None,
+                       "quality": None if quality is None else quality.model_dump()}, v)
 
     async def model(self, r: ModelInfo) -> Result:
         rt = self.runtime(r.version)
@@ -263,6 +269,7 @@ OPERATIONS: dict[str, Operation] = {op.route: op for op in (
               example=lambda s, z: {"a": _image(s), "b": np.full((1, *s), 0.25).tolist()}),
     Operation("neighbors", Neighbors, Operations.neighbors, ("outputs",),
               example=lambda s, z: {"inputs": _image(s), "k": 3, "measure": "overlap"}),
-    Operation("latent_map", LatentMap, Operations.latent_map),
+    Operation("latent_map", LatentMap, Operations.latent_map,
+              example=lambda s, z: {"projection": "pca"}),
     Operation("model", ModelInfo, Operations.model),
 )}
