@@ -18,7 +18,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
-	bench-p6 bench-serving bench-deps system-deps fuzz soak sharp-mnist
+	bench-p6 bench-serving bench-deps system-deps fuzz soak sharp-mnist beta-sweep
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -57,6 +57,12 @@ model-mnist: install
 sharp-mnist: install
 	@test -d ../shared/data/mnist || { echo "../shared/data/mnist is absent"; exit 1; }
 	$(BIN)/python -m training.sharp --out runs/sharp --figures docs/images/sharp
+
+# beta-VAE, measured: the digits model at six beta (about a minute each at most), a table and
+# a figure (docs/MODEL_QUALITY.md, "beta, measured")
+beta-sweep: install
+	$(BIN)/python -m training.beta_sweep --betas 0.25,0.5,1,2,4,8 --out runs/beta \
+	  --figure docs/images/beta_sweep.png
 
 serve: model
 	@echo "serving on http://$(HOST):$(PORT) (the latent explorer: http://$(HOST):$(PORT)/ui/)"

@@ -373,7 +373,7 @@ def test_the_api_documents_itself(client):
 def test_compare_gives_the_overlap_of_the_two_posteriors(client, digits):
     """POST /compare: per pair, the closed forms on the posteriors /encode returns; a digit
     against itself overlaps fully; pairs must match; unknown fields refused."""
-    from service.runtime.latent import gaussian_divergences
+    from modelrepo.scoring import gaussian_divergences
 
     a, b = digits[:3], digits[[1, 2, 0]]
     got = post(client, "/compare", {"a": a.tolist(), "b": b.tolist()})

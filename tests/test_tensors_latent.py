@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modelrepo import scoring
 from modelrepo.repository import ModelRepositoryError
 from service.errors import BadInput
 from service.operations.tensors import decode_images, decode_latents, encode_images
@@ -212,7 +213,7 @@ def test_gaussian_divergences_match_numerical_integrals():
     rng = np.random.default_rng(3)
     mu_a, mu_b = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
     lv_a, lv_b = rng.normal(scale=0.7, size=(2, 3)), rng.normal(scale=0.7, size=(2, 3))
-    got = latent.gaussian_divergences(mu_a, lv_a, mu_b, lv_b)
+    got = scoring.gaussian_divergences(mu_a, lv_a, mu_b, lv_b)
     grid = np.linspace(-30, 30, 600001)
     dx = grid[1] - grid[0]
 
@@ -231,11 +232,11 @@ def test_gaussian_divergences_match_numerical_integrals():
         sa, sb = np.exp(0.5 * lv_a[i]), np.exp(0.5 * lv_b[i])
         w2 = np.sqrt(np.sum((mu_a[i] - mu_b[i]) ** 2 + (sa - sb) ** 2))
         np.testing.assert_allclose(got["w2"][i], w2, rtol=1e-12)
-    same = latent.gaussian_divergences(mu_a, lv_a, mu_a, lv_a)
+    same = scoring.gaussian_divergences(mu_a, lv_a, mu_a, lv_a)
     np.testing.assert_allclose(same["overlap"], 1.0)
     np.testing.assert_allclose(same["kl_ab"], 0.0, atol=1e-12)
     np.testing.assert_allclose(same["w2"], 0.0)
-    far = latent.gaussian_divergences(np.zeros((1, 32)), np.full((1, 32), -8.0),
+    far = scoring.gaussian_divergences(np.zeros((1, 32)), np.full((1, 32), -8.0),
                                       np.full((1, 32), 5.0), np.full((1, 32), -8.0))
     assert far["overlap"][0] == 0.0 and np.isfinite(far["bhattacharyya"][0])  # underflow told
 
@@ -250,7 +251,7 @@ def test_neighbour_search_is_the_brute_force_ranking(measure, monkeypatch):
     mu, lv = rng.normal(size=(7, 6)), rng.normal(scale=0.5, size=(7, 6))
     idx, scores = neighbors.search(mu, lv, ref_mu, ref_lv, 5, measure)
     for i in range(7):
-        pairs = latent.gaussian_divergences(np.repeat(mu[i:i + 1], 40, 0),
+        pairs = scoring.gaussian_divergences(np.repeat(mu[i:i + 1], 40, 0),
                                             np.repeat(lv[i:i + 1], 40, 0), ref_mu, ref_lv)
         dist = {"overlap": pairs["bhattacharyya"], "kl": pairs["kl_ab"], "w2": pairs["w2"],
                 "euclidean": np.linalg.norm(mu[i] - ref_mu, axis=1)}[measure]

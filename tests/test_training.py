@@ -233,3 +233,22 @@ def test_report_draws_every_picture(trained, tmp_path):
         png = tmp_path / "report" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({name}.png)" in text
     assert "heldout_nll_iwae" in text
+
+
+def test_beta_sweep_writes_the_numbers_of_its_runs(tmp_path):
+    """make beta-sweep, shortened: each row of the table is its run's own held-out metrics."""
+    import json
+
+    from training.beta_sweep import main
+
+    main(["--betas", "0.5,4", "--epochs", "2", "--out", str(tmp_path / "beta"),
+          "--figure", str(tmp_path / "beta.png")])
+    rows = json.loads((tmp_path / "beta" / "beta_sweep.json").read_text())
+    assert [r["beta"] for r in rows] == [0.5, 4.0]
+    for r in rows:
+        run = json.loads((tmp_path / "beta" / f"beta-{r['beta']:g}" / "metrics.json").read_text())
+        for key in ("heldout_recon", "heldout_kl", "knn5_accuracy", "overlap_same_class",
+                    "bhattacharyya_other_class"):
+            assert r[key] == run[key], key
+    assert (tmp_path / "beta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 0.5 |" in (tmp_path / "beta" / "beta_sweep.md").read_text()

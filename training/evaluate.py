@@ -127,6 +127,29 @@ def sharpness_metrics(model: VAE, fnet: FeatureNet, x_train: torch.Tensor,
 
 
 @torch.no_grad()
+@torch.no_grad()
+def class_overlap(model: VAE, x: torch.Tensor, labels: np.ndarray, pairs: int = 20000,
+                  seed: int = 0) -> dict[str, float]:
+    """How much the posteriors of same-class pairs overlap compared with different-class
+    pairs (random pairs of distinct items): mean Bhattacharyya coefficient and mean
+    Bhattacharyya distance D_B (the coefficient underflows in many dimensions)."""
+    from modelrepo.scoring import gaussian_divergences
+
+    posts = [model.encode(x[i: i + 1000]) for i in range(0, len(x), 1000)]
+    mu = torch.cat([m for m, _ in posts]).numpy()
+    lv = torch.cat([v for _, v in posts]).numpy()
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, len(x), (2, pairs))
+    keep = i != j
+    i, j = i[keep], j[keep]
+    d = gaussian_divergences(mu[i], lv[i], mu[j], lv[j])
+    same = labels[i] == labels[j]
+    return {"overlap_same_class": float(d["overlap"][same].mean()),
+            "overlap_other_class": float(d["overlap"][~same].mean()),
+            "bhattacharyya_same_class": float(d["bhattacharyya"][same].mean()),
+            "bhattacharyya_other_class": float(d["bhattacharyya"][~same].mean())}
+
+
 def evaluate_all(model: VAE, x_train: torch.Tensor, y_train: np.ndarray | None,
                  x_held: torch.Tensor, y_held: np.ndarray | None, iwae_k: int = 100,
                  fnet: FeatureNet | None = None) -> dict:
@@ -141,6 +164,7 @@ def evaluate_all(model: VAE, x_train: torch.Tensor, y_train: np.ndarray | None,
     if y_train is not None and y_held is not None:
         mu_train = encode_mu(model, x_train)
         m["knn5_accuracy"] = knn_accuracy(mu_train.numpy(), y_train, mu_held.numpy(), y_held)
+        m.update(class_overlap(model, x_held, y_held))
     m["interp_smoothness"] = interpolation_smoothness(model, mu_held)
     if fnet is not None:
         m.update(sharpness_metrics(model, fnet, x_train, x_held, mu_held))

@@ -159,7 +159,7 @@ class Operations:
             raise BadInput(f"a, b: {len(xa)} and {len(xb)} items; pairs must match")
         mu, logvar, _ = await rt.aencode(np.concatenate([xa, xb]))  # one run for both
         n = len(xa)
-        out = latent.gaussian_divergences(mu[:n], logvar[:n], mu[n:], logvar[n:])
+        out = scoring.gaussian_divergences(mu[:n], logvar[:n], mu[n:], logvar[n:])
         return Result(out, rt.manifest.version, 2 * n)
 
     async def neighbors(self, r: Neighbors) -> Result:

@@ -55,23 +55,3 @@ def _slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     linear = (1.0 - t) * a + t * b
     return np.where(ok, spherical, linear)
 
-
-def gaussian_divergences(mu_a: np.ndarray, logvar_a: np.ndarray, mu_b: np.ndarray,
-                         logvar_b: np.ndarray) -> dict[str, np.ndarray]:
-    """Per pair of diagonal Gaussians q_a = N(mu_a, sigma_a^2), q_b = N(mu_b, sigma_b^2)
-    ([N, Z] each), summed over Z, in float64: the Bhattacharyya coefficient `overlap` =
-    exp(-D_B), D_B = sum (mu_a-mu_b)^2 / (8 s) + 1/2 sum ln(s / (sigma_a sigma_b)),
-    s = (sigma_a^2 + sigma_b^2) / 2; `kl_ab` = KL(q_a || q_b), `kl_ba`; and the 2-Wasserstein
-    distance `w2` = sqrt(sum (mu_a-mu_b)^2 + sum (sigma_a-sigma_b)^2). Also `bhattacharyya`
-    = D_B itself, which does not underflow where the coefficient does."""
-    ma, la, mb, lb = (np.asarray(v, np.float64) for v in (mu_a, logvar_a, mu_b, logvar_b))
-    va, vb = np.exp(la), np.exp(lb)
-    d2 = (ma - mb) ** 2
-    s = 0.5 * (va + vb)
-    # ln(s / (sigma_a sigma_b)) = ln s - (logvar_a + logvar_b) / 2: no sqrt, no underflow
-    d_b = np.sum(d2 / (8.0 * s) + 0.5 * (np.log(s) - 0.5 * (la + lb)), axis=-1)
-    kl_ab = 0.5 * np.sum(lb - la + (va + d2) / vb - 1.0, axis=-1)
-    kl_ba = 0.5 * np.sum(la - lb + (vb + d2) / va - 1.0, axis=-1)
-    w2 = np.sqrt(np.sum(d2 + (np.exp(0.5 * la) - np.exp(0.5 * lb)) ** 2, axis=-1))
-    return {"overlap": np.exp(-d_b), "bhattacharyya": d_b, "kl_ab": kl_ab, "kl_ba": kl_ba,
-            "w2": w2}
