@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from training.data import load_dataset  # noqa: E402
+from training.evaluate import class_overlap  # noqa: E402
 from training.model import load_checkpoint  # noqa: E402
 
 
@@ -121,7 +122,9 @@ def make_report(checkpoint: str | Path, out: str | Path, seed: int = 0) -> Path:
     fig.savefig(out / "sigma_hist.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
-    metrics = payload["metrics"]
+    metrics = dict(payload["metrics"])
+    if labels is not None:  # also for checkpoints written before training recorded it
+        metrics.update(class_overlap(model, held, labels))
     lines = [f"# VAE report: {Path(checkpoint)}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
               for k, v in metrics.items()]
