@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.request_path import post, start_lifespan
 from benchmarks.serving import images, npy_b64
 
 
@@ -54,39 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     manifest = next((Path(a.repository) / a.model).glob("*/manifest.json"))
     shape = json.loads(manifest.read_text())["input"]["shape"]
     body = json.dumps({"inputs": {"npy": npy_b64(images(shape, 1))}}).encode()
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/encode", "raw_path": b"/encode",
-             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 3000), "headers": [
-                 (b"host", b"bench"), (b"content-type", b"application/json"),
-                 (b"content-length", str(len(body)).encode())]}
 
     async def one() -> int:
-        status = [0]
-
-        async def receive() -> dict:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-        await app({**scope, "state": {}}, receive, send)
-        return status[0]
+        return await post(app, "/encode", body)
 
     async def run() -> None:
-        started = asyncio.Event()
-
-        async def lifespan_receive() -> dict:
-            if not started.is_set():
-                return {"type": "lifespan.startup"}
-            await asyncio.Event().wait()  # no shutdown: the process ends
-            return {}
-
-        async def lifespan_send(message: dict) -> None:
-            started.set()
-        lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"},
-                                            "state": {}}, lifespan_receive, lifespan_send))
-        await started.wait()
+        lifespan = await start_lifespan(app)
         if await one() != 200:
             sys.exit("the warm-up request failed")
         per_task = a.requests // a.concurrency

@@ -5,6 +5,9 @@ worker's ASGI app run in process. Run it in another checkout to compare (the sam
 
     python -m benchmarks.request_path --repository models --model digits
     cd ../old && PYTHONPATH=. python /path/to/benchmarks/request_path.py --repository ...
+
+(self-contained apart from the checkout's service: benchmarks/inprocess.py borrows its ASGI
+helpers)
 """
 
 from __future__ import annotations
@@ -39,6 +42,45 @@ def summarize(events: list[tuple[float, str, str]], root: Path) -> dict:
             "order": list(dict.fromkeys(files)), "steps": steps}
 
 
+async def post(app: Any, path: str, body: bytes) -> int:
+    """One JSON POST straight into an ASGI app; -> the status it answered."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 3000), "state": {}, "headers": [
+                 (b"host", b"bench"), (b"content-type", b"application/json"),
+                 (b"content-length", str(len(body)).encode())]}
+    status = [0]
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            status[0] = message["status"]
+    await app(scope, receive, send)
+    return status[0]
+
+
+async def start_lifespan(app: Any) -> asyncio.Task:
+    """Run the app's lifespan startup (workers' on_startup hooks); -> its task, which waits
+    until cancelled."""
+    started = asyncio.Event()
+
+    async def receive() -> dict:
+        if not started.is_set():
+            return {"type": "lifespan.startup"}
+        await asyncio.Event().wait()  # no shutdown: cancel the task
+        return {}
+
+    async def send(message: dict) -> None:
+        started.set()
+    task = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"},
+                                    "state": {}}, receive, send))
+    await started.wait()
+    return task
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repository", default="models")
@@ -58,24 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     manifest = next((Path(a.repository) / a.model).glob("*/manifest.json"))
     shape = json.loads(manifest.read_text())["input"]["shape"]
     body = json.dumps({"inputs": np.full((1, *shape), 0.5).tolist()}).encode()
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/encode", "raw_path": b"/encode",
-             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 3000), "headers": [
-                 (b"host", b"trace"), (b"content-type", b"application/json"),
-                 (b"content-length", str(len(body)).encode())]}
 
     async def encode() -> int:
-        status = [0]
-
-        async def receive() -> dict:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-        await app({**scope, "state": {}}, receive, send)
-        return status[0]
+        return await post(app, "/encode", body)
 
     def grpc_encode() -> None:
         with tg.InferenceServerClient(f"127.0.0.1:{grpc_port}") as c:
@@ -84,22 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             c.infer("encoder", [x])
 
     async def run() -> dict:
-        started, stop = asyncio.Event(), asyncio.Event()
-        sent: list[dict] = []
-
-        async def lifespan_receive() -> dict:
-            if not started.is_set():
-                started.set()
-                return {"type": "lifespan.startup"}
-            await stop.wait()
-            return {"type": "lifespan.shutdown"}
-
-        async def lifespan_send(message: dict) -> None:
-            sent.append(message)
-        life = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"},
-                                        "state": {}}, lifespan_receive, lifespan_send))
-        while not sent:
-            await asyncio.sleep(0.05)
+        life = await start_lifespan(app)
         assert await encode() == 200  # warm: first-use work (batchers, caches) is not traced
         # (no gRPC call before the traced one: its handler thread must start while traced)
         out = {}
@@ -115,8 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.setprofile(None)
         threading.setprofile(None)
         out["gRPC ModelInfer encoder"] = summarize(events, root)
-        stop.set()
-        await life
+        life.cancel()
         return out
 
     result = asyncio.run(run())
