@@ -252,3 +252,23 @@ def test_beta_sweep_writes_the_numbers_of_its_runs(tmp_path):
             assert r[key] == run[key], key
     assert (tmp_path / "beta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 0.5 |" in (tmp_path / "beta" / "beta_sweep.md").read_text()
+
+
+def test_training_records_the_latent_space_organizing(trained, tmp_path):
+    """Every evaluation records active units, mean sigma, KL per dimension, held-out 5-NN and
+    silhouette of mu; six (here: every) evaluation epochs keep a map snapshot; the report
+    draws both from those numbers."""
+    from training.report import make_report
+    from training.train import snapshot_epochs
+
+    payload = trained["payload"]
+    rows = [h for h in payload["history"] if "mean_sigma" in h]
+    assert len(rows) == 3 and all(len(h["kl_per_dim"]) == 4 for h in rows)
+    assert all(0 <= h["knn5_heldout"] <= 1 and -1 <= h["silhouette"] <= 1 for h in rows)
+    snaps = payload["state"]["snapshots"]
+    assert sorted(snaps, key=int) == ["1", "2", "3"] and snaps["3"].shape[1] == 4
+    assert snapshot_epochs(230, 5) == {5, 50, 95, 140, 185, 230}
+    page = make_report(trained["checkpoint"], tmp_path / "report")
+    for name in ("organization", "map_snapshots"):
+        assert (tmp_path / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"({name}.png)" in page.read_text()

@@ -128,6 +128,30 @@ def sharpness_metrics(model: VAE, fnet: FeatureNet, x_train: torch.Tensor,
 
 @torch.no_grad()
 @torch.no_grad()
+def organization(model: VAE, x: torch.Tensor, labels: np.ndarray | None
+                 ) -> tuple[dict, np.ndarray]:
+    """How organized the latent space is now, on held-out items (cheap enough for every
+    evaluation): active units, mean sigma, KL per dimension, and with labels the
+    leave-one-out 5-NN accuracy on mu and the silhouette of mu by label. -> (figures, mu)."""
+    posts = [model.encode(x[i: i + 1000]) for i in range(0, len(x), 1000)]
+    mu = torch.cat([m for m, _ in posts]).numpy()
+    lv = torch.cat([v for _, v in posts]).numpy()
+    out = {"active_units": active_units(mu), "mean_sigma": float(np.exp(0.5 * lv).mean()),
+           "kl_per_dim": [float(v) for v in
+                          (0.5 * (np.exp(lv) + mu ** 2 - lv - 1)).mean(axis=0)]}
+    if labels is not None and len(np.unique(labels)) > 1:
+        from sklearn.metrics import silhouette_score
+
+        d = torch.cdist(torch.from_numpy(mu), torch.from_numpy(mu))
+        d.fill_diagonal_(float("inf"))
+        votes = labels[d.topk(5, largest=False).indices.numpy()]
+        pred = np.array([np.bincount(v).argmax() for v in votes])
+        out["knn5_heldout"] = float((pred == labels).mean())
+        out["silhouette"] = float(silhouette_score(mu, labels))
+    return out, mu
+
+
+@torch.no_grad()
 def class_overlap(model: VAE, x: torch.Tensor, labels: np.ndarray, pairs: int = 20000,
                   seed: int = 0) -> dict[str, float]:
     """How much the posteriors of same-class pairs overlap compared with different-class

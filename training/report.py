@@ -122,6 +122,8 @@ def make_report(checkpoint: str | Path, out: str | Path, seed: int = 0) -> Path:
     fig.savefig(out / "sigma_hist.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
+    _organization(hist, payload["state"].get("snapshots", {}), labels, out)
+
     metrics = dict(payload["metrics"])
     if labels is not None:  # also for checkpoints written before training recorded it
         metrics.update(class_overlap(model, held, labels))
@@ -129,11 +131,62 @@ def make_report(checkpoint: str | Path, out: str | Path, seed: int = 0) -> Path:
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
               for k, v in metrics.items()]
     lines += ["", "```json", json.dumps(payload["model_config"]), "```", ""]
-    for png in ["loss_curves", "samples", "reconstructions", "interp_lerp", "interp_slerp",
-                "traversals", "latent_map", "sigma_hist"]:
+    for png in ["loss_curves", "organization", "map_snapshots", "samples", "reconstructions",
+                "interp_lerp", "interp_slerp", "traversals", "latent_map", "sigma_hist"]:
+        if not (out / f"{png}.png").exists():
+            continue
         lines += [f"## {png.replace('_', ' ')}", "", f"![{png}]({png}.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     return out / "report.md"
+
+
+def _organization(hist: list[dict], snapshots: dict, labels: np.ndarray | None,
+                  out: Path) -> None:
+    """The latent space organizing during training: what each evaluation recorded, against
+    epochs, and the latent map at six epochs on the same axes (one PCA, fitted on the last)."""
+    rows = [h for h in hist if "mean_sigma" in h]
+    if not rows:
+        return  # a checkpoint from before these were recorded
+    ep = [h["epoch"] for h in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    axes[0].plot(ep, [h["heldout_kl"] for h in rows], label="KL")
+    axes[0].plot(ep, [h["heldout_recon"] for h in rows], label="reconstruction")
+    axes[0].set(title="held-out terms (nats)", xlabel="epoch")
+    axes[0].legend()
+    kl = np.array([h["kl_per_dim"] for h in rows])
+    axes[1].imshow(kl.T, aspect="auto", origin="lower", cmap="viridis",
+                   extent=(ep[0], ep[-1], -0.5, kl.shape[1] - 0.5))
+    axes[1].set(title="KL per latent dimension", xlabel="epoch", ylabel="dimension")
+    axes[2].plot(ep, [h["active_units"] for h in rows], label="active units")
+    axes[2].set(title="active units", xlabel="epoch")
+    ax3 = axes[2].twinx()
+    ax3.plot(ep, [h["mean_sigma"] for h in rows], color="tab:red")
+    ax3.set_ylabel("mean σ", color="tab:red")
+    if "knn5_heldout" in rows[0]:
+        axes[3].plot(ep, [h["knn5_heldout"] for h in rows], label="5-NN on μ (held-out)")
+        axes[3].plot(ep, [h["silhouette"] for h in rows], label="silhouette of μ")
+        axes[3].legend()
+    axes[3].set(title="class structure", xlabel="epoch")
+    fig.tight_layout()
+    fig.savefig(out / "organization.png", dpi=100)
+    plt.close(fig)
+    if not snapshots:
+        return
+    epochs = sorted(snapshots, key=int)
+    last = snapshots[epochs[-1]].numpy()
+    mean = last.mean(0)
+    _, _, vt = np.linalg.svd(last - mean, full_matrices=False)
+    pts = {e: (snapshots[e].numpy() - mean) @ vt[:2].T for e in epochs}
+    lim = np.abs(np.concatenate(list(pts.values()))).max() * 1.05
+    fig, axes = plt.subplots(1, len(epochs), figsize=(3 * len(epochs), 3.2))
+    for ax, e in zip(np.atleast_1d(axes), epochs, strict=True):
+        c = None if labels is None else labels[: len(pts[e])]
+        ax.scatter(pts[e][:, 0], pts[e][:, 1], c=c, cmap="tab10", s=3)
+        ax.set(title=f"epoch {e}", xlim=(-lim, lim), ylim=(-lim, lim), xticks=[], yticks=[])
+    fig.suptitle("held-out μ at six epochs, one PCA (fitted on the last)")
+    fig.tight_layout()
+    fig.savefig(out / "map_snapshots.png", dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

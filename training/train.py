@@ -27,7 +27,7 @@ from tqdm import tqdm
 from training import distributed as ddp
 from training.adversarial import Adversary
 from training.data import Dataset, load_dataset
-from training.evaluate import elbo_terms, evaluate_all
+from training.evaluate import elbo_terms, evaluate_all, organization
 from training.features import accuracy, obtain_feature_net, perceptual_distance
 from training.model import VAE, ModelConfig, elbo_from_output, kl_weight
 
@@ -133,6 +133,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         if cfg.resume and out.exists():
             adversary.load_state_dict(ck["adversary"])
     seen: list[int] = []
+    y_held = _labels(data, data.heldout_idx)
+    snap_at = snapshot_epochs(cfg.epochs, cfg.eval_every)
     t0 = time.perf_counter()
     bar = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", disable=cfg.quiet or rank > 0)
     for epoch in bar:
@@ -184,6 +186,11 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             model.eval()
             held = elbo_terms(model, x_held)
             row.update({f"heldout_{k}": v for k, v in held.items()})
+            org, mu_now = organization(model, x_held, y_held)
+            row.update(org)
+            if epoch + 1 in snap_at:  # the latent map at six epochs, first to last
+                state.setdefault("snapshots", {})[str(epoch + 1)] = \
+                    torch.from_numpy(mu_now[:SNAPSHOT_ITEMS].copy())
             if held["neg_elbo"] < state["best"] or cfg.select == "last":
                 state["best"], state["bad_epochs"] = held["neg_elbo"], 0
                 best_weights = copy.deepcopy(model.state_dict())
@@ -204,7 +211,6 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     model.load_state_dict(best_weights)
     payload = {}
     if rank == 0:
-        y_held = _labels(data, data.heldout_idx)
         metrics = evaluate_all(model, x_train, _labels(data, data.train_idx), x_held,
                                y_held, cfg.iwae_k, fnet)
         if fnet is not None and y_held is not None:
@@ -227,6 +233,16 @@ def shift_augment(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor
     rows = (torch.arange(h)[None] + dy[:, None])[:, :, None]  # [n, h, 1]
     cols = (torch.arange(w)[None] + dx[:, None])[:, None, :]  # [n, 1, w]
     return pad[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+
+
+SNAPSHOT_ITEMS = 500
+
+
+def snapshot_epochs(epochs: int, eval_every: int) -> set[int]:
+    """Six evaluation epochs from the first to the last, evenly spread."""
+    evals = [e for e in range(1, epochs + 1) if e % max(eval_every, 1) == 0 or e == epochs]
+    picks = np.linspace(0, len(evals) - 1, min(6, len(evals))).round().astype(int)
+    return {evals[i] for i in picks}
 
 
 def _labels(data: Dataset, idx: np.ndarray) -> np.ndarray | None:
