@@ -258,8 +258,8 @@ def test_training_records_the_latent_space_organizing(trained, tmp_path):
     """Every evaluation records active units, mean sigma, KL per dimension, held-out 5-NN and
     silhouette of mu; six (here: every) evaluation epochs keep a map snapshot; the report
     draws both from those numbers."""
+    from training.evaluate import snapshot_epochs
     from training.report import make_report
-    from training.train import snapshot_epochs
 
     payload = trained["payload"]
     rows = [h for h in payload["history"] if "mean_sigma" in h]

@@ -126,13 +126,16 @@ def sharpness_metrics(model: VAE, fnet: FeatureNet, x_train: torch.Tensor,
     }
 
 
-@torch.no_grad()
+SNAPSHOT_ITEMS = 500  # held-out items whose mu the checkpoint keeps at six epochs
+
+
 @torch.no_grad()
 def organization(model: VAE, x: torch.Tensor, labels: np.ndarray | None
                  ) -> tuple[dict, np.ndarray]:
     """How organized the latent space is now, on held-out items (cheap enough for every
     evaluation): active units, mean sigma, KL per dimension, and with labels the
-    leave-one-out 5-NN accuracy on mu and the silhouette of mu by label. -> (figures, mu)."""
+    leave-one-out 5-NN accuracy on mu and the silhouette of mu by label. -> (figures, mu of
+    the first SNAPSHOT_ITEMS items, for the map snapshots)."""
     posts = [model.encode(x[i: i + 1000]) for i in range(0, len(x), 1000)]
     mu = torch.cat([m for m, _ in posts]).numpy()
     lv = torch.cat([v for _, v in posts]).numpy()
@@ -148,7 +151,7 @@ def organization(model: VAE, x: torch.Tensor, labels: np.ndarray | None
         pred = np.array([np.bincount(v).argmax() for v in votes])
         out["knn5_heldout"] = float((pred == labels).mean())
         out["silhouette"] = float(silhouette_score(mu, labels))
-    return out, mu
+    return out, mu[:SNAPSHOT_ITEMS].copy()
 
 
 @torch.no_grad()
@@ -174,6 +177,7 @@ def class_overlap(model: VAE, x: torch.Tensor, labels: np.ndarray, pairs: int = 
             "bhattacharyya_other_class": float(d["bhattacharyya"][~same].mean())}
 
 
+@torch.no_grad()
 def evaluate_all(model: VAE, x_train: torch.Tensor, y_train: np.ndarray | None,
                  x_held: torch.Tensor, y_held: np.ndarray | None, iwae_k: int = 100,
                  fnet: FeatureNet | None = None) -> dict:
@@ -193,3 +197,10 @@ def evaluate_all(model: VAE, x_train: torch.Tensor, y_train: np.ndarray | None,
     if fnet is not None:
         m.update(sharpness_metrics(model, fnet, x_train, x_held, mu_held))
     return m
+
+
+def snapshot_epochs(epochs: int, eval_every: int) -> set[int]:
+    """Six evaluation epochs from the first to the last, evenly spread."""
+    evals = [e for e in range(1, epochs + 1) if e % max(eval_every, 1) == 0 or e == epochs]
+    picks = np.linspace(0, len(evals) - 1, min(6, len(evals))).round().astype(int)
+    return {evals[i] for i in picks}

@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 from training import distributed as ddp
 from training.adversarial import Adversary
+from training.augment import shift_augment
 from training.data import Dataset, load_dataset
-from training.evaluate import elbo_terms, evaluate_all, organization
+from training.evaluate import elbo_terms, evaluate_all, organization, snapshot_epochs
 from training.features import accuracy, obtain_feature_net, perceptual_distance
 from training.model import VAE, ModelConfig, elbo_from_output, kl_weight
 
@@ -190,7 +191,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             row.update(org)
             if epoch + 1 in snap_at:  # the latent map at six epochs, first to last
                 state.setdefault("snapshots", {})[str(epoch + 1)] = \
-                    torch.from_numpy(mu_now[:SNAPSHOT_ITEMS].copy())
+                    torch.from_numpy(mu_now)
             if held["neg_elbo"] < state["best"] or cfg.select == "last":
                 state["best"], state["bad_epochs"] = held["neg_elbo"], 0
                 best_weights = copy.deepcopy(model.state_dict())
@@ -223,26 +224,6 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     ddp.teardown(world)
     return payload
-
-
-def shift_augment(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each image by a random integer offset in [-k, k]^2, zero-filled."""
-    n, _, h, w = x.shape
-    pad = torch.nn.functional.pad(x, (k, k, k, k))
-    dy, dx = (torch.randint(0, 2 * k + 1, (2, n), generator=gen))
-    rows = (torch.arange(h)[None] + dy[:, None])[:, :, None]  # [n, h, 1]
-    cols = (torch.arange(w)[None] + dx[:, None])[:, None, :]  # [n, 1, w]
-    return pad[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
-
-
-SNAPSHOT_ITEMS = 500
-
-
-def snapshot_epochs(epochs: int, eval_every: int) -> set[int]:
-    """Six evaluation epochs from the first to the last, evenly spread."""
-    evals = [e for e in range(1, epochs + 1) if e % max(eval_every, 1) == 0 or e == epochs]
-    picks = np.linspace(0, len(evals) - 1, min(6, len(evals))).round().astype(int)
-    return {evals[i] for i in picks}
 
 
 def _labels(data: Dataset, idx: np.ndarray) -> np.ndarray | None:
