@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.evaluate import per_item_terms
+from training.evaluate import encode_posterior, knn_loo_accuracy, per_item_terms
 from training.model import VAE
 
 MAX_REFERENCE = 2000
@@ -55,12 +55,8 @@ def map_quality(points: np.ndarray, labels: np.ndarray | None) -> dict:
         return {"silhouette": None, "knn5_accuracy": None}
     from sklearn.metrics import silhouette_score
 
-    d = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)
-    np.fill_diagonal(d, np.inf)
-    near = labels[np.argsort(d, axis=1)[:, :5]]
-    votes = np.array([np.bincount(row, minlength=labels.max() + 1).argmax() for row in near])
     return {"silhouette": float(silhouette_score(points, labels)),
-            "knn5_accuracy": float(np.mean(votes == labels))}
+            "knn5_accuracy": knn_loo_accuracy(points, labels)}
 
 
 @torch.no_grad()
@@ -70,9 +66,7 @@ def write_reference(model: VAE, x_held: np.ndarray, labels: np.ndarray | None,
     x = torch.from_numpy(np.ascontiguousarray(x_held, dtype=np.float32))
     neg_elbo = per_item_neg_elbo(model, x)
     ref_x = x[:MAX_REFERENCE]
-    posts = [model.encode(ref_x[i: i + 1000]) for i in range(0, len(ref_x), 1000)]
-    mu = torch.cat([m for m, _ in posts]).numpy().astype(np.float32)
-    logvar = torch.cat([lv for _, lv in posts]).numpy().astype(np.float32)
+    mu, logvar = (a.astype(np.float32) for a in encode_posterior(model, ref_x))
     points, mean, comps = pca_2d(mu.astype(np.float64))
     tsne = tsne_2d(mu)
     ref_labels = None if labels is None else labels[:MAX_REFERENCE].astype(np.int64)

@@ -33,6 +33,24 @@ def _gauss_logpdf(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> to
 
 
 @torch.no_grad()
+def encode_posterior(model: VAE, x: torch.Tensor, batch: int = 1000
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """mu and logvar of q(z|x) for every row of x, in batches; numpy."""
+    posts = [model.encode(x[i: i + batch]) for i in range(0, len(x), batch)]
+    return (torch.cat([m for m, _ in posts]).numpy(), torch.cat([v for _, v in posts]).numpy())
+
+
+def knn_loo_accuracy(points: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Leave-one-out k-NN label accuracy among the points themselves (ties: smaller label)."""
+    d = torch.cdist(torch.from_numpy(np.asarray(points, np.float64)),
+                    torch.from_numpy(np.asarray(points, np.float64)))
+    d.fill_diagonal_(float("inf"))
+    votes = labels[d.topk(k, largest=False).indices.numpy()]
+    pred = np.array([np.bincount(v, minlength=labels.max() + 1).argmax() for v in votes])
+    return float((pred == labels).mean())
+
+
+@torch.no_grad()
 def encode_mu(model: VAE, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
     return torch.cat([model.encode(x[i : i + batch])[0] for i in range(0, len(x), batch)])
 
@@ -136,20 +154,14 @@ def organization(model: VAE, x: torch.Tensor, labels: np.ndarray | None
     evaluation): active units, mean sigma, KL per dimension, and with labels the
     leave-one-out 5-NN accuracy on mu and the silhouette of mu by label. -> (figures, mu of
     the first SNAPSHOT_ITEMS items, for the map snapshots)."""
-    posts = [model.encode(x[i: i + 1000]) for i in range(0, len(x), 1000)]
-    mu = torch.cat([m for m, _ in posts]).numpy()
-    lv = torch.cat([v for _, v in posts]).numpy()
+    mu, lv = encode_posterior(model, x)
     out = {"active_units": active_units(mu), "mean_sigma": float(np.exp(0.5 * lv).mean()),
            "kl_per_dim": [float(v) for v in
                           (0.5 * (np.exp(lv) + mu ** 2 - lv - 1)).mean(axis=0)]}
     if labels is not None and len(np.unique(labels)) > 1:
         from sklearn.metrics import silhouette_score
 
-        d = torch.cdist(torch.from_numpy(mu), torch.from_numpy(mu))
-        d.fill_diagonal_(float("inf"))
-        votes = labels[d.topk(5, largest=False).indices.numpy()]
-        pred = np.array([np.bincount(v).argmax() for v in votes])
-        out["knn5_heldout"] = float((pred == labels).mean())
+        out["knn5_heldout"] = knn_loo_accuracy(mu, labels)
         out["silhouette"] = float(silhouette_score(mu, labels))
     return out, mu[:SNAPSHOT_ITEMS].copy()
 
@@ -162,9 +174,7 @@ def class_overlap(model: VAE, x: torch.Tensor, labels: np.ndarray, pairs: int = 
     Bhattacharyya distance D_B (the coefficient underflows in many dimensions)."""
     from modelrepo.scoring import gaussian_divergences
 
-    posts = [model.encode(x[i: i + 1000]) for i in range(0, len(x), 1000)]
-    mu = torch.cat([m for m, _ in posts]).numpy()
-    lv = torch.cat([v for _, v in posts]).numpy()
+    mu, lv = encode_posterior(model, x)
     rng = np.random.default_rng(seed)
     i, j = rng.integers(0, len(x), (2, pairs))
     keep = i != j

@@ -159,8 +159,8 @@ class Servicer(pbg.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: Any, call: Call, timeout: float | None) -> Any:
         svc = self.current()
         model, version = request.model_name, request.model_version
-        v2.resolve(svc.ops, model, version)  # unknown model or version first, as over REST
-        work = v2.infer(svc.ops, model, version, decode_inputs(request), parameters(request))
+        rt = v2.resolve(svc.ops, model, version)  # unknown model or version first, as in REST
+        work = v2.infer(svc.ops, rt, model, decode_inputs(request), parameters(request))
         outs, res = self._in_loop(work, timeout)
         call.count_items(res.item_count)
         resp = pb.ModelInferResponse(model_name=model, model_version=str(res.version),

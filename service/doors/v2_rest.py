@@ -158,14 +158,14 @@ Handler = Callable[..., Awaitable[Answer]]
 async def infer(svc: Any, body: bytes, headers: dict[bytes, bytes], model: str,
                 version: str | None = None) -> Answer:
     """One V2 REST inference."""
-    v2.resolve(svc.ops, model, version)  # unknown model or version: 404 before the body
+    rt = v2.resolve(svc.ops, model, version)  # unknown model or version: 404 before the body
     encoding = headers.get(b"content-encoding")
     body = _decompress(body, encoding and encoding.decode("latin-1"),
                        svc.settings.max_body_bytes)
     header_len = headers.get(HEADER.lower().encode())
     req, tensors = parse_request(body, header_len and header_len.decode("latin-1"))
     params = {} if req.parameters is None else req.parameters.model_dump(exclude_none=True)
-    outs, res = await v2.infer(svc.ops, model, version, tensors, params)
+    outs, res = await v2.infer(svc.ops, rt, model, tensors, params)
     answer = encode_response(req, model, res.version, outs)
     answer.items = res.item_count
     return answer

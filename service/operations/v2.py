@@ -145,11 +145,10 @@ def _input_specs(model: str, s: tuple[int, ...], z: int) -> dict[str, dict]:
     return {spec["name"]: spec for spec in _signature(model, s, z)[0]}
 
 
-async def infer(ops: Operations, model: str, version: str | None, tensors: list[Tensor],
+async def infer(ops: Operations, rt: ModelRuntime, model: str, tensors: list[Tensor],
                 params: dict[str, Any]) -> tuple[dict[str, np.ndarray], Result]:
-    """One V2 inference through the operation behind the model; -> (outputs by name in the
-    model's order, the operation's result)."""
-    rt = resolve(ops, model, version)
+    """One V2 inference on the version `rt` (resolve() first) through the operation behind the
+    model; -> (outputs by name in the model's order, the operation's result)."""
     given = inputs_by_name(model, tensors, rt)
     v = rt.manifest.version
     if model == "encoder":
