@@ -436,5 +436,13 @@ def test_latent_map_tsne_and_the_quality_of_each_map(client, trained):
         votes = [np.bincount(labels[row], minlength=10).argmax() for row in neigh]
         assert abs(q["knn5_accuracy"] - np.mean(np.array(votes) == labels)) < 0.02
         assert (out["projection_components"] is None) == (projection == "tsne")
+        assert out["mu"] is None  # only when asked: [M, Z] is large
+    # with_mu: the reference items' mu (what /ui's t-SNE click averages), as /encode gives them
+    mu = np.array(post(client, "/latent_map", {"projection": "tsne", "with_mu": True})["mu"])
+    with np.load(trained["version_dir"] / "reference.npz") as f:
+        x = f["x"][:4]
+    assert mu.shape == (359, post(client, "/model", {})["latent_dim"])
+    np.testing.assert_allclose(mu[:4], post(client, "/encode", {"inputs": x.tolist()})["mu"],
+                               atol=1e-5)
     r = client.post("/latent_map", json={"projection": "umap"})
     assert r.status_code == 400 and "projection" in r.json()["error"]

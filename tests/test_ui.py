@@ -182,6 +182,18 @@ def test_uploaded_image_shows_mu_and_sigma(browser, served, tmp_path):
     whiskers = browser.find_elements("css selector", "#encode-bars line.whisker")
     assert len(bars) == len(whiskers) == model["latent_dim"]
     np.testing.assert_array_equal(canvas_pixels(browser, "#encode-input")[0], pixels)
+    # its nearest reference items by overlap, as /neighbors answers them
+    wait_for(browser, "document.querySelectorAll('#encode-neighbours figure').length === 5")
+    near = post(served, "/neighbors", {"inputs": [(pixels / 255.0).ravel().tolist()]})
+    figs = browser.find_elements("css selector", "#encode-neighbours figure")
+    assert [int(f.get_attribute("data-index")) for f in figs] == near["indices"][0]
+    for fig, label, score in zip(figs, near["labels"][0], near["scores"][0], strict=True):
+        caption = fig.find_element("tag name", "figcaption").text
+        assert f"label {label}" in caption
+        assert abs(float(caption.split("overlap ")[1]) / score - 1) < 1e-2, caption  # 3 digits
+    for got, img in zip(canvas_pixels(browser, "#encode-neighbours canvas"),
+                        as_pixels(near["outputs"][0]), strict=True):
+        np.testing.assert_array_equal(got, img[0])
     browser.save_screenshot(str(_shot(served, "encode")))
 
 
@@ -214,6 +226,60 @@ def test_clicking_the_map_decodes_that_point(browser, served):
     path = _shot(served, "explorer")
     browser.save_screenshot(str(path))
     assert Image.open(io.BytesIO(base64.b64decode(browser.get_screenshot_as_base64()))).size[0]
+
+
+def test_compare_view_shows_both_posteriors_and_the_measures(browser, served):
+    """On load the page compares prior samples 4 and 5 (decoded); then A = B gives overlap 1."""
+    wait_for(browser, "document.getElementById('compare-measures').dataset.done === '1'")
+    x = [post(served, "/decode", {"z": post(served, "/sample", {"n": 1, "seed": s})["z"]})
+         ["outputs"][0] for s in (4, 5)]
+    want = post(served, "/compare", {"a": [x[0]], "b": [x[1]]})
+    shown = [float(td.text) for td in browser.find_elements(
+        "css selector", "#compare-measures tbody td:last-child")]
+    np.testing.assert_allclose(shown, [want[k][0] for k in ("overlap", "bhattacharyya", "kl_ab",
+                                                             "kl_ba", "w2")], rtol=1e-3)
+    z = post(served, "/model", {})["latent_dim"]
+    for name in ("a", "b"):
+        assert len(browser.find_elements("css selector", f"#compare-bars rect.band-{name}")) == z
+    for got, img in zip(canvas_pixels(browser, "#compare-a, #compare-b"), as_pixels(x),
+                        strict=True):
+        np.testing.assert_array_equal(got, img[0])
+    browser.save_screenshot(str(_shot(served, "compare")))
+    seed_b = browser.find_element("css selector", "#cmp-b input.seed")
+    seed_b.clear()
+    seed_b.send_keys("4")
+    browser.execute_script("document.getElementById('compare-measures').dataset.done = '';")
+    browser.find_element("id", "compare-go").click()
+    wait_for(browser, "document.getElementById('compare-measures').dataset.done === '1'")
+    shown = [float(td.text) for td in browser.find_elements(
+        "css selector", "#compare-measures tbody td:last-child")]
+    np.testing.assert_allclose(shown, [1, 0, 0, 0, 0], atol=1e-3)  # identical posteriors
+
+
+def test_tsne_map_and_a_click_decodes_the_nearest_points_mean(browser, served):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element("id", "map-projection")).select_by_value("tsne")
+    wait_for(browser, "document.getElementById('map-proj').textContent === 'tsne'")
+    ref = post(served, "/latent_map", {"projection": "tsne", "with_mu": True})
+    assert "silhouette by label" in browser.find_element("id", "map-quality").text
+    ActionChains(browser).move_to_element_with_offset(browser.find_element("id", "map"), -50, 30) \
+        .click().perform()
+    wait_for(browser, "document.getElementById('map-decoded').dataset.near !== undefined")
+    xy = np.array(browser.execute_script("return map.clicked;"))
+    z = np.array(browser.execute_script("return JSON.parse(document.getElementById("
+                                        "'map-decoded').dataset.z);"))
+    # the documented kernel, computed here: 10 nearest in the plane, exp(-d^2 / 2h^2)
+    d = np.linalg.norm(np.array(ref["points"]) - xy, axis=1)
+    near = np.argsort(d, kind="stable")[:10]
+    w = np.exp(-d[near] ** 2 / (2 * d[near].max() ** 2))
+    np.testing.assert_allclose(z, w @ np.array(ref["mu"])[near] / w.sum(), atol=1e-6)
+    want = as_pixels(post(served, "/decode", {"z": [z.tolist()]})["outputs"])[0][0]
+    np.testing.assert_array_equal(canvas_pixels(browser, "#map-decoded")[0], want)
+    browser.save_screenshot(str(_shot(served, "tsne")))
+    Select(browser.find_element("id", "map-projection")).select_by_value("pca")
+    wait_for(browser, "document.getElementById('map-proj').textContent === 'pca'")
 
 
 def _shot(served, name: str) -> Path:

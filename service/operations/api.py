@@ -201,7 +201,8 @@ class Operations:
                        "labels": ref.get("labels"), "projection": r.projection,
                        "projection_mean": ref["proj_mean"] if pca else None,
                        "projection_components": ref["proj_components"] if pca else None,
-                       "quality": None if quality is None else quality.model_dump()}, v)
+                       "quality": None if quality is None else quality.model_dump(),
+                       "mu": ref["mu"] if r.with_mu else None}, v)
 
     async def model(self, r: ModelInfo) -> Result:
         rt = self.runtime(r.version)

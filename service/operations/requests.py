@@ -107,6 +107,8 @@ class LatentMap(Request):
     projection: Literal["pca", "tsne"] = Field(
         "pca", description="pca: linear and invertible (a point maps back to a z); tsne: "
         "t-SNE computed at export, clusters shown better, not invertible")
+    with_mu: bool = Field(False, strict=True, description="also answer `mu` [M, Z], the "
+                          "reference items' means (what a click on a t-SNE map is decoded from)")
 
 
 class ModelInfo(Request):

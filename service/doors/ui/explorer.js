@@ -1,5 +1,6 @@
 // The explorer's panels. Every number shown comes from one of the service's public endpoints:
-// /model, /sample, /interpolate, /latent_map, /decode, /encode, /reconstruct.
+// /model, /sample, /interpolate, /latent_map, /decode, /encode, /reconstruct (and, through
+// distributions.js, /neighbors and /compare).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -7,7 +8,8 @@ const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
   "#7f7f7f", "#bcbd22", "#17becf"];
 let model = null; // /model's answer
 let map = null; // /latent_map's answer plus the plot's scale
-let encodedMu = null; // the last encoded image's mu, marked on the map
+let encodedMu = null; // the last encoded image's mu, marked on the (PCA) map
+let encodedNear = []; // its nearest reference items, ringed on the map in either projection
 
 async function loadModel() {
   model = await VAE.post("/model");
@@ -18,6 +20,7 @@ async function loadModel() {
   if (!sel.options.length) {
     for (const v of model.versions) sel.add(new Option(`v${v}`, String(v), false, v === model.version));
   }
+  document.body.dataset.shape = JSON.stringify(model.input.shape);
   document.body.dataset.ready = "1";
 }
 
@@ -82,8 +85,9 @@ function plotMap() {
     ctx.strokeStyle = color; ctx.lineWidth = 2;
     ctx.beginPath(); ctx.arc(x, y, size, 0, 2 * Math.PI); ctx.stroke();
   };
+  for (const i of encodedNear) mark(pts[i], "#d00", 5);
   if (map.clicked) mark(map.clicked, "#000", 6);
-  if (encodedMu) mark(project(encodedMu), "#d00", 9);
+  if (encodedMu && map.projection === "pca") mark(project(encodedMu), "#d00", 9);
 }
 
 // A latent code's place on the map: the same PCA the reference points went through.
@@ -92,8 +96,15 @@ function project(z) {
 }
 
 async function loadMap() {
-  map = await VAE.post("/latent_map");
+  const projection = $("map-projection").value;
+  map = await VAE.post("/latent_map", { projection, with_mu: projection === "tsne" });
   $("map-proj").textContent = map.projection;
+  const q = map.quality;
+  $("map-quality").textContent = q && q.silhouette !== null
+    ? `silhouette by label ${q.silhouette.toFixed(3)} · 5-NN accuracy in 2-D ${(100 * q.knn5_accuracy).toFixed(1)} %`
+    : "";
+  $("map-click").textContent = projection === "pca" ? "click the map: that point of the PCA plane is decoded"
+    : `click the map: the weighted mean μ of the ${Dist.K_MAP} nearest reference points is decoded`;
   const legend = $("map-legend");
   legend.replaceChildren();
   if (map.labels) {
@@ -111,9 +122,15 @@ async function loadMap() {
 async function clickMap(e) {
   const cv = $("map"), r = cv.getBoundingClientRect();
   const xy = map.fromPx([(e.clientX - r.left) * cv.width / r.width, (e.clientY - r.top) * cv.height / r.height]);
-  // back onto the PCA plane: z = mean + x * c1 + y * c2
-  const z = map.projection_mean.map((m, i) => m + xy[0] * map.projection_components[0][i]
-    + xy[1] * map.projection_components[1][i]);
+  let z;
+  if (map.projection === "pca") { // back onto the PCA plane: z = mean + x * c1 + y * c2
+    z = map.projection_mean.map((m, i) => m + xy[0] * map.projection_components[0][i]
+      + xy[1] * map.projection_components[1][i]);
+  } else { // t-SNE has no inverse: the nearest reference items' mu, kernel-weighted
+    const near = Dist.tsneLatent(map, xy);
+    z = near.z;
+    $("map-decoded").dataset.near = JSON.stringify(near.indices);
+  }
   const r2 = await VAE.post("/decode", { z: [z], output_format: "json" });
   VAE.drawImage($("map-decoded"), r2.outputs[0]);
   map.clicked = xy;
@@ -144,8 +161,7 @@ function drawBars(mu, sigma) {
 }
 
 async function encode(pick) {
-  const src = await pick.get();
-  const x = src.x || (await VAE.post("/decode", { z: [src.z], output_format: "json" })).outputs[0].flat(2);
+  const x = await Dist.imageOf(pick);
   const [enc, rec] = await Promise.all([VAE.post("/encode", { inputs: [x] }),
     VAE.post("/reconstruct", { inputs: [x], output_format: "json" })]);
   VAE.drawImage($("encode-input"), VAE.nest(x, model.input.shape));
@@ -161,6 +177,8 @@ async function encode(pick) {
   });
   document.querySelector("#encode-values tbody").replaceChildren(...rows);
   encodedMu = mu;
+  if (map) plotMap();
+  if (map) encodedNear = await Dist.neighbours(x); // a model without a reference set has no map
   if (map) plotMap();
 }
 
@@ -180,8 +198,12 @@ async function start() {
   $("alpha").addEventListener("input", () => showStep(Number($("alpha").value)));
   $("map").addEventListener("click", (e) => { if (map) VAE.guarded("decoding the clicked point", () => clickMap(e)); });
   $("encode-go").addEventListener("click", () => VAE.guarded("encoding", () => encode(pickE)));
+  const pickCA = VAE.picker($("cmp-a"), shape, 4), pickCB = VAE.picker($("cmp-b"), shape, 5);
+  $("compare-go").addEventListener("click", () => VAE.guarded("comparing", () => Dist.compare(pickCA, pickCB)));
+  $("map-projection").addEventListener("change", () => VAE.guarded("loading the latent map", loadMap));
   $("version").addEventListener("change", () => {
     VAE.state.version = Number($("version").value);
+    encodedMu = null; encodedNear = []; // another version: another latent space
     VAE.guarded("switching version", async () => { await loadModel(); await loadMap(); await sample(); });
   });
   $("token-save").addEventListener("click", () => {
@@ -191,6 +213,7 @@ async function start() {
   });
   await VAE.guarded("sampling", sample);
   await VAE.guarded("loading the latent map", loadMap);
+  await VAE.guarded("comparing", () => Dist.compare(pickCA, pickCB));
 }
 
 window.addEventListener("DOMContentLoaded", start);
