@@ -1,13 +1,21 @@
 # syntax=docker/dockerfile:1
-# Not built on the development machines (no container engine there): every RUN below is the
-# same command the Makefile runs, which CI exercises (see README, "What is not verified here").
+# Three targets: build (trains and exports the embedded digits model; torch lives only here),
+# runtime (the default: serve + onnxruntime CPU, no torch, non-root) and gpu (onnxruntime-gpu with
+# NVIDIA's CUDA/cuDNN runtime wheels). `make image` builds runtime with buildah; on a machine with
+# Docker Hub `docker build .` builds it unchanged. The build arguments (all optional):
+#   PYTHON_IMAGE      the base of every stage (default: the official slim Python image)
+#   TORCH_INDEX       where the build stage finds the CPU torch wheel ("" for none)
+#   TORCH_FIND_LINKS  a folder of wheels (e.g. one mounted with --volume) searched first
+#   GPU_BASE_IMAGE    the gpu target's base (default: the same slim Python image)
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG GPU_BASE_IMAGE=python:3.11-slim-bookworm
 
-# --- build: train and export the embedded default model (torch lives only in this stage) ---
+# --- build: train and export the embedded default model, as `make model-digits` does ---------
 FROM ${PYTHON_IMAGE} AS build
 # PyPI's Linux torch wheel is the CUDA build; the CPU wheel of the pinned version comes from
-# PyTorch's CPU index (pip takes 2.13.0+cpu for the constraint torch==2.13.0).
+# PyTorch's CPU index (pip takes 2.13.0+cpu for the constraint torch==2.13.0) or a wheel folder.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_FIND_LINKS=
 ENV BENTOML_DO_NOT_TRACK=true PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
@@ -17,48 +25,63 @@ COPY service service
 COPY modelrepo modelrepo
 COPY configs configs
 RUN python -m venv /venv \
- && /venv/bin/pip install --extra-index-url "${TORCH_INDEX}" -c constraints.txt '.[train]'
+ && /venv/bin/pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} \
+      ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} -c constraints.txt '.[train]'
 RUN /venv/bin/python -m training --config configs/digits.toml --out runs/digits/checkpoint.pt \
  && /venv/bin/python -m export --checkpoint runs/digits/checkpoint.pt --repository /models \
       --name digits
 
-# --- gpu: serve + gpu extras (onnxruntime-gpu) on a CUDA 12 / cuDNN 9 runtime base -------------
-# docker build --target gpu -t vae-serving:gpu . ; docker run --gpus all ... (VAE_PROVIDER=auto
-# picks CUDAExecutionProvider when onnxruntime-gpu sees a device). Never built or run here.
-FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04 AS gpu
+# --- gpu: serve + onnxruntime-gpu with NVIDIA's CUDA/cuDNN runtime libraries as wheels -------
+# (the `gpu` extra: onnxruntime-gpu[cuda,cudnn]), so any Python base works and no CUDA base image
+# is needed; the libraries' folders are registered with the dynamic linker. Only the driver
+# (libcuda.so.1) comes from the host, injected by the NVIDIA container runtime:
+#   docker build --target gpu -t vae-serving:gpu . && docker run --gpus all ... vae-serving:gpu
+# VAE_PROVIDER=auto picks CUDAExecutionProvider when a device is seen, else the CPU.
+FROM ${GPU_BASE_IMAGE} AS gpu
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV BENTOML_DO_NOT_TRACK=true PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODEL_NAME=digits \
-    DEBIAN_FRONTEND=noninteractive
-# hadolint ignore=DL3008
-RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
- && rm -rf /var/lib/apt/lists/*
+    BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 VAE_GRPC_PORT=8001 \
+    VAE_PROVIDER=auto
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY service service
 COPY modelrepo modelrepo
-RUN python3.11 -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,gpu]' \
+RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,gpu]' \
+ && /venv/bin/pip uninstall -y -q pip setuptools wheel \
+ && find /venv/lib -path '*/site-packages/nvidia/*' -name 'lib*.so*' -printf '%h\n' | sort -u \
+      > /etc/ld.so.conf.d/nvidia-wheels.conf \
+ && ldconfig \
  && useradd --uid 10001 --no-create-home vae
 COPY --from=build /models /models
 USER 10001
 EXPOSE 3000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
-  CMD ["/venv/bin/python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:3000/readyz', timeout=2)"]
-CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService", "--host", "0.0.0.0", "--port", "3000"]
+  CMD ["/venv/bin/python", "-m", "service.healthcheck"]
+CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService"]
 
 # --- runtime (the default target): serve + cpu extras only (no torch), non-root ---------------
 # The model repository is the one the build stage exported; mount another at /models to serve it.
 FROM ${PYTHON_IMAGE} AS runtime
 ENV BENTOML_DO_NOT_TRACK=true PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
-    BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODEL_NAME=digits
+    BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODEL_NAME=digits \
+    BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 VAE_GRPC_PORT=8001
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY service service
 COPY modelrepo modelrepo
+# no compilers, no pip cache, no torch; pip itself leaves too (nothing installs at run time),
+# and so do the packages' own test suites and type stubs (~23 MB, never imported)
 RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,cpu]' \
+ && /venv/bin/pip uninstall -y -q pip setuptools wheel \
+ && find /venv/lib -depth -type d -name tests -exec rm -rf {} + \
+ && rm -rf /venv/lib/python3.11/site-packages/tornado/test \
+ && find /venv/lib -name '*.pyi' -delete \
  && useradd --uid 10001 --no-create-home vae
 COPY --from=build /models /models
 USER 10001
 EXPOSE 3000 8001
+# host and ports: BENTOML_HOST/BENTOML_PORT (read by `bentoml serve`), VAE_GRPC_HOST/VAE_GRPC_PORT
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
-  CMD ["/venv/bin/python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:3000/readyz', timeout=2)"]
-CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService", "--host", "0.0.0.0", "--port", "3000"]
+  CMD ["/venv/bin/python", "-m", "service.healthcheck"]
+CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService"]

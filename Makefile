@@ -18,7 +18,8 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
-	bench-p6 bench-serving bench-deps system-deps fuzz soak sharp-mnist beta-sweep
+	bench-p6 bench-serving bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
+	image image-deps image-gpu test-image image-save
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -131,6 +132,34 @@ system-deps:
 	  command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    prometheus chromium chromium-driver; }
+
+# Container images with buildah (no Docker engine needed; run as root). `make image` builds the
+# Dockerfile's runtime target as $(IMAGE); `make test-image` builds it and runs the image's own
+# CMD through tests/test_image.py; `make image-save` writes it as a docker-archive.
+IMAGE ?= localhost/vae-serving:latest
+IMAGE_GPU ?= localhost/vae-serving:gpu
+image-deps:
+	@command -v buildah >/dev/null && command -v podman >/dev/null && \
+	  command -v debootstrap >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    buildah podman debootstrap; }
+	@grep -qs '^driver = "vfs"' /etc/containers/storage.conf || \
+	  printf '[storage]\ndriver = "vfs"\nrunroot = "/run/containers/storage"\ngraphroot = "/var/lib/containers/storage"\n' \
+	    > /etc/containers/storage.conf
+
+image: image-deps
+	deploy/image/build.sh runtime $(IMAGE)
+
+image-gpu: image-deps
+	deploy/image/build.sh gpu $(IMAGE_GPU)
+
+test-image: install image
+	VAE_IMAGE_TEST=1 VAE_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/test_image.py
+
+image-save: image-deps
+	mkdir -p results
+	rm -f results/vae-serving.tar
+	buildah push $(IMAGE) docker-archive:results/vae-serving.tar:vae-serving:latest
 
 # Soak: SOAK_MINUTES at SOAK_FRACTION of the measured peak; failures, p99 per minute, RSS
 SOAK_MINUTES ?= 10

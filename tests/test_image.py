@@ -1,0 +1,129 @@
+"""The built container image (`make image`), run the way a container runtime would run it: its
+own CMD, USER, WORKDIR and environment via `buildah run --isolation chroot` (no Docker engine
+here), on 127.0.0.1 and free ports. Runs in `make test-image`, which builds the image first;
+plain `make test` skips it (building takes minutes)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import Server
+from support import image
+from support.servers import _children
+
+IMAGE = os.environ.get("VAE_IMAGE", image.IMAGE)
+pytestmark = [
+    pytest.mark.skipif(not os.environ.get("VAE_IMAGE_TEST"),
+                       reason="the image smoke test runs in `make test-image` (builds the image)"),
+    pytest.mark.skipif(os.environ.get("VAE_IMAGE_TEST") and not image.available(IMAGE),
+                       reason=f"{IMAGE} is not built (make image)"),
+]
+
+
+@pytest.fixture(scope="module")
+def box():
+    with image.container(IMAGE) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def served(box, tmp_path_factory):
+    with box.serve(tmp_path_factory.mktemp("image")) as srv:
+        yield srv
+
+
+def digit() -> list:
+    from sklearn.datasets import load_digits
+
+    return (load_digits().images[:3] / 16.0).reshape(3, 1, 8, 8).tolist()
+
+
+def test_encode_equals_the_source_tree_on_the_images_own_models(box, served, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(box.root / "models", models)  # the image's own /models
+    got = httpx.post(served.url + "/encode", json={"inputs": digit()}, timeout=30)
+    assert got.status_code == 200, got.text
+    with Server(models) as src:
+        want = httpx.post(src.url + "/encode", json={"inputs": digit()}, timeout=30).json()
+        here = httpx.post(src.url + "/model", json={}, timeout=30).json()
+    there = httpx.post(served.url + "/model", json={}, timeout=30).json()
+    for key in ("mu", "sigma"):
+        np.testing.assert_allclose(got.json()[key], want[key], atol=1e-6, rtol=0)
+    assert there["graphs"] == here["graphs"]  # the same graphs, by sha256
+    assert there["version"] == here["version"] and there["provider"] == "CPUExecutionProvider"
+
+
+def test_metrics_and_grpc(served):
+    import tritonclient.grpc as tg
+
+    with tg.InferenceServerClient(served.grpc_url) as client:
+        assert client.is_server_ready()
+        x = tg.InferInput("x", [1, 1, 8, 8], "FP32")
+        x.set_data_from_numpy(np.asarray(digit()[:1], np.float32))
+        out = client.infer("encoder", [x]).as_numpy("mu")
+    want = httpx.post(served.url + "/encode", json={"inputs": digit()[:1]}, timeout=10).json()
+    np.testing.assert_allclose(out, want["mu"], atol=1e-6)
+    text = httpx.get(served.url + "/metrics", timeout=10).text
+    for series in ("vae_requests_total", "vae_request_duration_seconds_bucket", "vae_model_info"):
+        assert series in text, series
+
+
+def test_healthcheck_command_passes_inside_the_image(box, served):
+    check = image.config(IMAGE)["Healthcheck"]["Test"]
+    assert check[0] == "CMD", check
+    env = {"BENTOML_HOST": "127.0.0.1", "BENTOML_PORT": str(served.port)}
+    r = box.run(check[1:], env)
+    assert r.returncode == 0, r.stderr
+    r = box.run(check[1:], {**env, "BENTOML_PORT": "1"})  # nothing listens there: unhealthy
+    assert r.returncode == 1
+
+
+def test_runs_as_uid_10001_without_torch(box, served):
+    assert image.config(IMAGE)["User"] == "10001"
+    uids = {_uid(pid) for pid in _children(served.proc.pid)} - {None}
+    assert 10001 in uids, uids  # the bentoml processes
+    assert 0 not in uids - {_uid(served.proc.pid)}, uids
+    r = box.run(["/venv/bin/python", "-c", "import torch"])
+    assert r.returncode != 0 and "No module named 'torch'" in r.stderr
+
+
+def _uid(pid: int) -> int | None:
+    try:
+        status = open(f"/proc/{pid}/status").read()
+    except OSError:
+        return None
+    if "bentoml" not in open(f"/proc/{pid}/cmdline").read():
+        return None
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+
+
+def test_sigterm_stops_it_with_in_flight_requests_answered(box, tmp_path):
+    with box.serve(tmp_path, {"VAE_BATCH_MAX_WAIT_MS": "1500"}) as srv:
+        answers: list[int] = []
+
+        def call() -> None:
+            r = httpx.post(srv.url + "/encode", json={"inputs": digit()[:1]}, timeout=30)
+            answers.append(r.status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # the calls wait in the batch window: in flight
+        server = [p for p in _children(srv.proc.pid) if _uid(p) == 10001][0]
+        t0 = time.perf_counter()
+        os.kill(server, signal.SIGTERM)
+        for t in threads:
+            t.join(30)
+        srv.proc.wait(timeout=40)
+        elapsed = time.perf_counter() - t0
+    assert answers == [200] * 4, answers
+    assert elapsed < 15, elapsed  # drain (5 s default) + 10 s
+    print(f"SIGTERM to exit: {elapsed:.2f} s")
