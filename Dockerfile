@@ -16,7 +16,7 @@ FROM ${PYTHON_IMAGE} AS build
 # PyTorch's CPU index (pip takes 2.13.0+cpu for the constraint torch==2.13.0) or a wheel folder.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TORCH_FIND_LINKS=
-ENV BENTOML_DO_NOT_TRACK=true PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY training training
@@ -39,7 +39,7 @@ RUN /venv/bin/python -m training --config configs/digits.toml --out runs/digits/
 # VAE_PROVIDER=auto picks CUDAExecutionProvider when a device is seen, else the CPU.
 FROM ${GPU_BASE_IMAGE} AS gpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ENV BENTOML_DO_NOT_TRACK=true PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODEL_NAME=digits \
     BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 VAE_GRPC_PORT=8001 \
     VAE_PROVIDER=auto
@@ -63,7 +63,7 @@ CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService"]
 # --- runtime (the default target): serve + cpu extras only (no torch), non-root ---------------
 # The model repository is the one the build stage exported; mount another at /models to serve it.
 FROM ${PYTHON_IMAGE} AS runtime
-ENV BENTOML_DO_NOT_TRACK=true PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODEL_NAME=digits \
     BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 VAE_GRPC_PORT=8001
 WORKDIR /app

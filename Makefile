@@ -12,6 +12,7 @@ EXTRAS ?= serve,cpu,train,dev
 PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
 export BENTOML_DO_NOT_TRACK := true
+export ORT_DISABLE_TELEMETRY := 1
 export VAE_MODEL_REPOSITORY ?= $(REPOSITORY)
 export VAE_MODEL_NAME ?= $(MODEL_NAME)
 export VAE_GRPC_HOST ?= $(HOST)
@@ -19,7 +20,7 @@ export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
 	bench-p6 bench-serving bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
-	image image-deps image-gpu test-image image-save
+	image image-deps image-gpu test-image image-save image-figures bento-image
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -153,8 +154,17 @@ image: image-deps
 image-gpu: image-deps
 	deploy/image/build.sh gpu $(IMAGE_GPU)
 
-test-image: install image
-	VAE_IMAGE_TEST=1 VAE_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/test_image.py
+# BentoML's own way: `bentoml build` + `bentoml containerize --backend buildah`
+BENTO_IMAGE ?= localhost/vae-bento:latest
+bento-image: model image-deps
+	BIN=$(BIN) deploy/image/bento.sh $(BENTO_IMAGE)
+
+test-image: install image bento-image
+	VAE_IMAGE_TEST=1 VAE_IMAGE=$(IMAGE) VAE_BENTO_IMAGE=$(BENTO_IMAGE) \
+	  $(BIN)/python -m pytest -q tests/test_image.py
+
+image-figures: install image
+	$(BIN)/python -m benchmarks.image_figures --image $(IMAGE)
 
 image-save: image-deps
 	mkdir -p results

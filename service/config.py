@@ -7,9 +7,10 @@ compares the two).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,8 +22,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VAE_", protected_namespaces=(),
                                       extra="ignore")
 
-    model_repository: str = _f("models", "repository folder")
+    model_repository: str = _f("models", "repository folder (relative: from the working "
+                               "directory, else from beside the service's code, as in a "
+                               "bento's `src/`)")
     model_name: str = _f("digits", "model name inside it")
+
     model_versions: str = _f("latest", "`latest`, `all`, or a list such as `1,3`")
     provider: Literal["auto", "cpu", "cuda"] = _f(
         "auto", "`auto` (CUDA when onnxruntime-gpu sees a GPU, else CPU), `cpu`, `cuda`")
@@ -98,6 +102,19 @@ class Settings(BaseSettings):
     grpc_tls_cert: str = _f("", "PEM certificate: TLS on when cert and key are set")
     grpc_tls_key: str = _f("", "PEM private key")
     grpc_tls_client_ca: str = _f("", "PEM CA: clients must present a certificate it signed")
+
+    @model_validator(mode="after")
+    def _beside_the_code(self) -> Settings:
+        # Made absolute once: BentoML changes the working directory while it starts a bento
+        # (src/, then the bento's root, whose models/ is BentoML's own model store). A relative
+        # repository without the model here is taken from beside service/ (a bento's src/).
+        repo = Path(self.model_repository)
+        if not repo.is_absolute():
+            beside = Path(__file__).resolve().parents[1] / repo
+            use_beside = (not (repo / self.model_name).is_dir()
+                          and (beside / self.model_name).is_dir())
+            self.model_repository = str(beside if use_beside else repo.resolve())
+        return self
 
 
 def load_settings() -> Settings:

@@ -59,9 +59,31 @@ class Container:
         env = {"BENTOML_HOST": "127.0.0.1", "BENTOML_PORT": str(port),
                "VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(grpc_port), **(env or {})}
         log = Path(log_dir) / f"image-{port}.log"
-        popen = _spawn(self.argv(config(self.image)["Cmd"], env), {}, log, pin=False)
+        cfg = config(self.image)
+        cmd = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
+        popen = _spawn(self.argv(cmd, env), {}, log, pin=False)
         return Proc(popen, f"http://127.0.0.1:{port}", "/readyz", log=log,
                     grpc_url=f"127.0.0.1:{grpc_port}")
+
+    def models(self) -> Path:
+        """The model repository the image serves, seen from here: VAE_MODEL_REPOSITORY, a
+        relative one under the bento's src/ (where BentoML's image serves from)."""
+        cfg = config(self.image)
+        env = dict(e.split("=", 1) for e in cfg.get("Env") or [])
+        repo = env["VAE_MODEL_REPOSITORY"]
+        if not repo.startswith("/"):
+            repo = f"{env['BENTO_PATH']}/src/{repo}"
+        return self.root / repo.lstrip("/")
+
+    def uid(self, user: str) -> int:
+        """A user name or number of the image, as a number (from its /etc/passwd)."""
+        if user.isdigit():
+            return int(user)
+        for line in (self.root / "etc" / "passwd").read_text().splitlines():
+            name, _, uid, *_ = line.split(":")
+            if name == user:
+                return int(uid)
+        raise KeyError(user)
 
     @property
     def image(self) -> str:

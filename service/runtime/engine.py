@@ -98,6 +98,13 @@ class ModelRuntime:
         self._batchers: dict[str, RowBatcher] = {}
         self.reference = self._load_reference(mv)
         self.provider = self.encoder.get_providers()[0]
+        if settings.provider == "cuda" and self.provider != CUDA:
+            # onnxruntime-gpu lists CUDA whenever it was built with it, then falls back to the
+            # CPU (logging why) when no GPU or driver answers: `cuda` means a GPU or nothing
+            raise ModelRepositoryError(
+                f"{mv.path}: VAE_PROVIDER=cuda but onnxruntime could not create its CUDA "
+                "provider (no GPU or NVIDIA driver here; onnxruntime's log above says why); "
+                "VAE_PROVIDER=auto falls back to the CPU")
         self.warmup()
         self.load_seconds = time.perf_counter() - t0
 
