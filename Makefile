@@ -151,8 +151,10 @@ image-deps:
 image: image-deps
 	deploy/image/build.sh runtime $(IMAGE)
 
-image-gpu: image-deps
+# the gpu image, then its checks without a GPU (tests/test_image_gpu.py; not in make test)
+image-gpu: install image-deps
 	deploy/image/build.sh gpu $(IMAGE_GPU)
+	VAE_GPU_IMAGE_TEST=1 VAE_GPU_IMAGE=$(IMAGE_GPU) $(BIN)/python -m pytest -q tests/test_image_gpu.py
 
 # BentoML's own way: `bentoml build` + `bentoml containerize --backend buildah`
 BENTO_IMAGE ?= localhost/vae-bento:latest
@@ -166,10 +168,11 @@ test-image: install image bento-image
 image-figures: install image
 	$(BIN)/python -m benchmarks.image_figures --image $(IMAGE)
 
+SAVE ?= results/vae-serving.tar
 image-save: image-deps
-	mkdir -p results
-	rm -f results/vae-serving.tar
-	buildah push $(IMAGE) docker-archive:results/vae-serving.tar:vae-serving:latest
+	mkdir -p $(dir $(SAVE))
+	rm -f $(SAVE)
+	buildah push -q $(IMAGE) docker-archive:$(SAVE):vae-serving:latest
 
 # Soak: SOAK_MINUTES at SOAK_FRACTION of the measured peak; failures, p99 per minute, RSS
 SOAK_MINUTES ?= 10

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import Server
+from conftest import ROOT, Server
 from support import image
 from support.servers import _children
 
@@ -136,3 +136,28 @@ def test_sigterm_stops_it_with_in_flight_requests_answered(box, tmp_path):
     assert answers == [200] * 4, answers
     assert elapsed < 15, elapsed  # drain (5 s default) + 10 s
     print(f"SIGTERM to exit: {elapsed:.2f} s")
+
+
+def test_image_save_writes_an_archive_docker_and_podman_load(box, tmp_path):
+    """`make image-save`'s docker-archive: docker's manifest.json layout, and `podman load`
+    gives back the same image (docker itself is not installed here)."""
+    import json
+    import subprocess
+    import tarfile
+
+    if box.kind != "runtime":
+        pytest.skip("make image-save writes the runtime image")
+    tar = tmp_path / "vae-serving.tar"
+    subprocess.run(["make", "-s", "image-save", f"SAVE={tar}"], cwd=ROOT, check=True,
+                   capture_output=True, timeout=600)
+    with tarfile.open(tar) as t:
+        manifest = json.load(t.extractfile("manifest.json"))
+        names = set(t.getnames())
+    assert len(manifest) == 1 and "vae-serving:latest" in " ".join(manifest[0]["RepoTags"])
+    assert manifest[0]["Config"] in names and all(layer in names for layer in manifest[0]["Layers"])
+    loaded = subprocess.run(["podman", "load", "-q", "-i", str(tar)], capture_output=True,
+                            text=True, check=True).stdout
+    assert "vae-serving:latest" in loaded
+    ids = [image.buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", name)
+           .stdout.strip() for name in (box.image, "docker.io/library/vae-serving:latest")]
+    assert ids[0] == ids[1]
