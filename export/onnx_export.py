@@ -168,27 +168,42 @@ def graph_entry(path: Path, model: onnx.ModelProto) -> GraphEntry:
                       outputs=specs(model.graph.output))
 
 
-def parity(vae: VAE, folder: Path, x_real: np.ndarray, seed: int = 0) -> Parity:
-    """Max |onnxruntime - torch| over several batch sizes, for both graphs."""
+def parity(encoder: nn.Module, decoder: nn.Module, latent_dim: int, folder: Path,
+           x_real: np.ndarray, tolerance: float = PARITY_TOLERANCE, seed: int = 0) -> Parity:
+    """Max |onnxruntime - torch| over several batch sizes, for both graphs; the same modules
+    the graphs were exported from (encoder: x -> mu, logvar; decoder: z -> its outputs)."""
     enc = ort.InferenceSession(str(folder / "encoder.onnx"), providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(str(folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
     enc_diff = dec_diff = aux_diff = 0.0
     for n in PARITY_BATCHES:
         x = x_real[rng.integers(0, len(x_real), n)].astype(np.float32)
-        z = rng.standard_normal((n, vae.cfg.latent_dim)).astype(np.float32)
+        z = rng.standard_normal((n, latent_dim)).astype(np.float32)
         with torch.no_grad():
-            mu, logvar = vae.encode(torch.from_numpy(x))
-            dec_ref = DecoderGraph(vae)(torch.from_numpy(z))
+            mu, logvar = encoder(torch.from_numpy(x))
+            dec_ref = decoder(torch.from_numpy(z))
         o_mu, o_logvar = enc.run(["mu", "logvar"], {"x": x})
+        o_x, o_aux = dec.run(None, {"z": z})
+        for what, ref, got in (("the encoder's mu", mu, o_mu), ("the encoder's logvar", logvar,
+                               o_logvar), ("the decoder", dec_ref[0], o_x)):
+            if not (np.isfinite(ref.numpy()).all() and np.isfinite(got).all()):
+                raise ValueError(f"parity: {what} gives NaN or infinite values at batch {n} "
+                                 "(in PyTorch or onnxruntime); a model must be finite")
         enc_diff = max(enc_diff, float(np.abs(o_mu - mu.numpy()).max()),
                        float(np.abs(o_logvar - logvar.numpy()).max()))
-        o_x, o_aux = dec.run(None, {"z": z})
         dec_diff = max(dec_diff, float(np.abs(o_x - dec_ref[0].numpy()).max()))
         aux_diff = max(aux_diff, float(np.abs(o_aux - dec_ref[1].numpy()).max()))
     return Parity(batch_sizes=PARITY_BATCHES, encoder_max_abs_diff=enc_diff,
-                  decoder_max_abs_diff=dec_diff, tolerance=PARITY_TOLERANCE,
+                  decoder_max_abs_diff=dec_diff, tolerance=tolerance,
                   decoder_aux_max_abs_diff=aux_diff)
+
+
+def check_parity(par: Parity) -> None:
+    worst = max(par.encoder_max_abs_diff, par.decoder_max_abs_diff)
+    if worst > par.tolerance:
+        raise ValueError(f"parity check failed: onnxruntime differs from PyTorch by {worst:.2e} "
+                         f"> {par.tolerance:g} (encoder {par.encoder_max_abs_diff:.2e}, decoder "
+                         f"{par.decoder_max_abs_diff:.2e}, batches {par.batch_sizes})")
 
 
 def heldout_items(payload: dict, reload_data: bool = False
@@ -215,6 +230,16 @@ def heldout_items(payload: dict, reload_data: bool = False
     return ds.x[idx], None if ds.labels is None else ds.labels[idx]
 
 
+def write_manifest(stage: Path, **fields: object) -> Manifest:
+    """The manifest of a staged version: the fields given, plus creation time and versions."""
+    manifest = Manifest(created=datetime.now(UTC).isoformat(timespec="seconds"),
+                        software={"python": platform.python_version(), "torch": torch.__version__,
+                                  "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+                        **fields)
+    (stage / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
 def export_checkpoint(checkpoint: str | Path, repository: str | Path, name: str,
                       version: int | None = None, variants: tuple[str, ...] = ("fp16", "int8"),
                       reload_data: bool = False) -> Path:
@@ -232,9 +257,8 @@ def export_checkpoint(checkpoint: str | Path, repository: str | Path, name: str,
                   for g in ("encoder", "decoder")}
         held = heldout_items(payload, reload_data)
         x_real = held[0]
-        par = parity(vae, stage, x_real)
-        if max(par.encoder_max_abs_diff, par.decoder_max_abs_diff) > PARITY_TOLERANCE:
-            raise ValueError(f"parity check failed: {par}")
+        par = parity(EncoderGraph(vae), DecoderGraph(vae), cfg.latent_dim, stage, x_real)
+        check_parity(par)
         extra: dict = {"files": []}
         extra.update(write_reference(vae, held[0], held[1], stage / "reference.npz"))
         ref = stage / "reference.npz"
@@ -247,17 +271,12 @@ def export_checkpoint(checkpoint: str | Path, repository: str | Path, name: str,
             extra["feature_net"] = export_feature_net(payload["feature_net"], stage, x_real,
                                                       accuracy)
         data = {k: v for k, v in payload["data"].items() if k != "heldout_idx"}
-        manifest = Manifest(
-            name=name, version=version, created=datetime.now(UTC).isoformat(timespec="seconds"),
-            input=InputSpec(shape=shape, range=tuple(data.get("range", (0.0, 1.0)))),
+        write_manifest(stage, name=name, version=version, input=InputSpec(
+            shape=shape, range=tuple(data.get("range", (0.0, 1.0)))),
             latent_dim=cfg.latent_dim, likelihood=cfg.likelihood, graphs=graphs, parity=par,
             training={"data": data, "metrics": payload["metrics"],
                       "model": payload["model_config"], "config": payload["train_config"]},
-            software={"python": platform.python_version(), "torch": torch.__version__,
-                      "onnx": onnx.__version__, "onnxruntime": ort.__version__},
-            **extra,
-        )
-        (stage / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+            **extra)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # a failed export leaves nothing behind
         raise
