@@ -25,6 +25,7 @@ from service.config import bentoml_config, load_settings
 from service.doors import front_door, v2_grpc
 from service.doors.page import make_ui_app
 from service.lifecycle.auth import BearerAuth
+from service.lifecycle.drain import Drain
 from service.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, flush_metrics
 from service.operations.api import Operations
 from service.runtime.engine import ModelRuntime, ModelSet
@@ -74,6 +75,7 @@ class VAEService:
                                          on_loaded=lambda rt: _model_info(rt, 1),
                                          on_retired=lambda rt: _model_info(rt, 0))
         self.grpc_server = None
+        self.drain = Drain()
         for rt in self.models.runtimes.values():
             _model_info(rt, 1)
 
@@ -82,12 +84,13 @@ class VAEService:
         """In the worker's event loop: the repository poller and the gRPC server, so both
         share this worker's batchers with the HTTP door."""
         self.watcher.start()
+        self.drain.install(SETTINGS.drain_s)  # SIGTERM: not ready at once, stop drain_s later
         if SETTINGS.gc_gen0_threshold:  # see config.py: p99 latency, not memory, is at stake
             gc.collect()
             gc.freeze()
             gc.set_threshold(SETTINGS.gc_gen0_threshold, 50, 100)
         if SETTINGS.grpc:
-            self.grpc_server = await v2_grpc.start(lambda: self, SETTINGS)
+            self.grpc_server = await v2_grpc.start(lambda: self, SETTINGS, self.drain)
 
     @bentoml.on_shutdown
     async def stop_background(self) -> None:
@@ -98,7 +101,8 @@ class VAEService:
 
     def __is_ready__(self) -> bool:
         # Loading verifies and warms every version in __init__; serving implies both are done.
-        return bool(self.models.runtimes)
+        # Draining (after SIGTERM) is not ready: balancers stop sending, requests still served.
+        return bool(self.models.runtimes) and not self.drain.draining
 
 
 front_door.install(VAEService, SETTINGS)

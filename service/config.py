@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         "all", "onnxruntime graph optimization: `disable`, `basic`, `extended`, `all`")
     cpu_mem_arena: bool = _f(True, "onnxruntime CPU memory arena")
     workers: int = _f(1, "BentoML worker processes", ge=1)
+    drain_s: float = _f(5.0, "seconds a worker keeps serving after SIGTERM while it answers "
+                        "not-ready (/readyz 503, gRPC health NOT_SERVING), before it stops",
+                        ge=0)
     threads: int = _f(4, "BentoML threads per worker (the JSON API itself runs in the event "
                       "loop)", ge=1)
     timeout_s: int = _f(60, "API request timeout: 504 `{\"error\", \"request_id\"}`; gRPC calls "

@@ -24,3 +24,20 @@ class ClassicVAE(nn.Module):
 
 def classic_vae() -> ClassicVAE:  # the CLI's --factory
     return ClassicVAE()
+
+
+def train_classic(x: torch.Tensor, epochs: int = 8, seed: int = 0) -> ClassicVAE:
+    """The usual loop: BCE + closed-form KL, Adam, batches of 100; eval mode at the end."""
+    torch.manual_seed(seed)
+    m = ClassicVAE(d=x.shape[1])
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    for _ in range(epochs):
+        for xb in x.split(100):
+            mu, lv = m.encode(xb)
+            z = mu + torch.randn_like(mu) * (0.5 * lv).exp()
+            loss = F.binary_cross_entropy(m.decode(z), xb, reduction="sum") \
+                - 0.5 * (1 + lv - mu**2 - lv.exp()).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return m.eval()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from byo_classic import ClassicVAE
+from byo_classic import train_classic
 from torch import nn
 
 from conftest import ROOT, Server
@@ -43,20 +43,7 @@ def byo(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("byo")
     x, labels = _digits()
-    torch.manual_seed(0)
-    m = ClassicVAE()
-    opt = torch.optim.Adam(m.parameters(), 1e-3)
-    for _ in range(8):
-        for i in range(0, 1500, 100):
-            xb = x[i:i + 100]
-            mu, lv = m.encode(xb)
-            z = mu + torch.randn_like(mu) * (0.5 * lv).exp()
-            loss = F.binary_cross_entropy(m.decode(z), xb, reduction="sum") \
-                - 0.5 * (1 + lv - mu**2 - lv.exp()).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    m.eval()
+    m = train_classic(x[:1500])
     repo, held = work / "repository", x[1500:].numpy().reshape(-1, 1, 8, 8)
     kw = dict(input_shape=(1, 8, 8), encoder_input="flat", repository=repo, name="mine")
     export_vae(m.encode, m.decode, heldout=held, labels=labels[1500:], **kw)  # v1
@@ -164,3 +151,22 @@ def test_usual_mistakes_get_a_clear_error(tmp_path, mistake, encoder, decoder, m
         export_vae(encoder, decoder, input_shape=(1, 8, 8), encoder_input="flat",
                    repository=tmp_path, name="bad")
     assert not list((tmp_path / "bad").glob("*/manifest.json")), mistake  # nothing published
+
+
+def test_import_refuses_a_fixed_batch_axis(tmp_path):
+    """torch.onnx.export without dynamic_axes fixes the batch at the example's size."""
+    from byo_classic import ClassicVAE
+
+    from export.import_onnx import import_onnx
+
+    m = ClassicVAE().eval()
+    torch.onnx.export(_Part(m, "encode"), (torch.zeros(1, 64),), str(tmp_path / "enc.onnx"),
+                      input_names=["input"], output_names=["m", "lv"], dynamo=False)
+    torch.onnx.export(_Part(m, "decode"), (torch.zeros(1, 6),), str(tmp_path / "dec.onnx"),
+                      input_names=["z"], output_names=["x"], dynamo=False)
+    with pytest.raises(ValueError, match="the batch axis is fixed at 1"):
+        import_onnx(str(tmp_path / "enc.onnx"), str(tmp_path / "dec.onnx"),
+                    input_shape=[1, 8, 8], likelihood="bernoulli", decoder_output="probs",
+                    repository=tmp_path / "repo", name="fixed")
+    assert not (tmp_path / "repo" / "fixed").exists() or not list(
+        (tmp_path / "repo" / "fixed").glob("*/manifest.json"))

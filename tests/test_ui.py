@@ -41,9 +41,28 @@ def _mnist_repo(tmp: Path) -> Path:
     return tmp / "repository"
 
 
-@pytest.fixture(scope="module", params=["digits", "mnist"])
+def _byo_repo(tmp: Path) -> Path:
+    """A user's own VAE (tests/byo_classic.py) exported with export_vae: the page is the same."""
+    import torch
+    from byo_classic import train_classic
+    from sklearn.datasets import load_digits
+
+    from export import export_vae
+
+    d = load_digits()
+    x = torch.tensor(d.data / 16.0, dtype=torch.float32)
+    m = train_classic(x[:1500])
+    export_vae(m.encode, m.decode, input_shape=(1, 8, 8), encoder_input="flat",
+               repository=tmp / "repository", name="digits", variants=(),
+               heldout=x[1500:].numpy().reshape(-1, 1, 8, 8), labels=d.target[1500:])
+    return tmp / "repository"
+
+
+@pytest.fixture(scope="module", params=["digits", "mnist", "byo"])
 def served(request, trained, tmp_path_factory):
-    if request.param == "mnist":
+    if request.param == "byo":
+        repo, name = _byo_repo(tmp_path_factory.mktemp("ui-byo")), "digits"
+    elif request.param == "mnist":
         if not MNIST_DIR.is_dir():
             pytest.skip(f"{MNIST_DIR} is absent")
         # VAE_UI_REPOSITORY=models: the real MNIST model (`make model-mnist`), for README's
@@ -54,7 +73,7 @@ def served(request, trained, tmp_path_factory):
     else:
         repo, name = trained["repository"], "digits"
     with Server(repo, {"VAE_MODEL_NAME": name}) as srv:
-        srv.name = name
+        srv.name = request.param  # screenshots: results/ui/<param>-*.png
         yield srv
 
 
@@ -267,7 +286,7 @@ def test_tsne_map_and_a_click_decodes_the_nearest_points_mean(browser, served):
     ActionChains(browser).move_to_element_with_offset(browser.find_element("id", "map"), -50, 30) \
         .click().perform()
     wait_for(browser, "document.getElementById('map-decoded').dataset.near !== undefined")
-    xy = np.array(browser.execute_script("return map.clicked;"))
+    xy = np.array(browser.execute_script("return map.clicked;"))  # set before dataset.near
     z = np.array(browser.execute_script("return JSON.parse(document.getElementById("
                                         "'map-decoded').dataset.z);"))
     # the documented kernel, computed here: 10 nearest in the plane, exp(-d^2 / 2h^2)

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import HealthServicer
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pbg
 
@@ -27,6 +29,7 @@ from service.config import Settings
 from service.errors import ApiError, BadInput
 from service.lifecycle.auth import BearerAuth
 from service.lifecycle.calls import Call, request_id, v2_endpoint
+from service.lifecycle.drain import Drain
 from service.operations import v2
 
 log = logging.getLogger("vae.grpc")
@@ -137,7 +140,7 @@ class Servicer(pbg.GRPCInferenceServiceServicer):
 
     @rpc(lambda r: "/v2/health/ready")
     def ServerReady(self, request: Any, call: Call, timeout: float | None) -> Any:
-        return pb.ServerReadyResponse(ready=bool(self.current().models.runtimes))
+        return pb.ServerReadyResponse(ready=self.current().__is_ready__())
 
     @rpc(lambda r: f"/v2/models/{r.name}/ready")
     def ModelReady(self, request: Any, call: Call, timeout: float | None) -> Any:
@@ -215,8 +218,10 @@ def check_settings(st: Settings) -> None:
                              f"for gRPC ({exc.strerror})") from None
 
 
-async def start(current: Callable[[], Any], st: Settings) -> grpc.Server:
-    """Start the gRPC server of this worker; its handlers reach the batchers in this loop."""
+async def start(current: Callable[[], Any], st: Settings, drain: Drain) -> grpc.Server:
+    """Start the gRPC server of this worker; its handlers reach the batchers in this loop.
+    Beside KServe V2 it serves grpc.health.v1 (what Kubernetes' gRPC probes call): SERVING,
+    and NOT_SERVING from the moment the worker drains."""
     size = st.grpc_max_message_bytes
     # RPCs waiting for a thread are bounded too: past VAE_MAX_CONCURRENCY in flight or waiting,
     # grpc refuses at once (RESOURCE_EXHAUSTED) instead of queueing without limit.
@@ -228,6 +233,11 @@ async def start(current: Callable[[], Any], st: Settings) -> grpc.Server:
     pbg.add_GRPCInferenceServiceServicer_to_server(
         Servicer(current, asyncio.get_running_loop(), access_log=st.access_log == "json",
                  auth=BearerAuth.from_settings(st)), server)
+    health = HealthServicer()
+    for name in ("", "inference.GRPCInferenceService"):
+        health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    drain.on_drain(health.enter_graceful_shutdown)  # every service NOT_SERVING, for good
     address = f"{st.grpc_host}:{st.grpc_port}"
     creds = _credentials(st)
     if creds is None:

@@ -122,20 +122,20 @@ async function loadMap() {
 async function clickMap(e) {
   const cv = $("map"), r = cv.getBoundingClientRect();
   const xy = map.fromPx([(e.clientX - r.left) * cv.width / r.width, (e.clientY - r.top) * cv.height / r.height]);
-  let z;
+  let z, near = null;
   if (map.projection === "pca") { // back onto the PCA plane: z = mean + x * c1 + y * c2
     z = map.projection_mean.map((m, i) => m + xy[0] * map.projection_components[0][i]
       + xy[1] * map.projection_components[1][i]);
   } else { // t-SNE has no inverse: the nearest reference items' mu, kernel-weighted
-    const near = Dist.tsneLatent(map, xy);
+    near = Dist.tsneLatent(map, xy);
     z = near.z;
-    $("map-decoded").dataset.near = JSON.stringify(near.indices);
   }
   const r2 = await VAE.post("/decode", { z: [z], output_format: "json" });
   VAE.drawImage($("map-decoded"), r2.outputs[0]);
   map.clicked = xy;
   $("map-click").textContent = `decoded (${xy[0].toFixed(2)}, ${xy[1].toFixed(2)})`;
   $("map-decoded").dataset.z = JSON.stringify(z);
+  if (near) $("map-decoded").dataset.near = JSON.stringify(near.indices); // last: all is set
   plotMap();
 }
 
