@@ -130,9 +130,10 @@ loadtest: model
 # (the /ui browser tests)
 system-deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && \
-	  command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
+	  command -v haproxy >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    prometheus chromium chromium-driver; }
+	    prometheus chromium chromium-driver haproxy; }
 
 # Container images with buildah (no Docker engine needed; run as root). `make image` builds the
 # Dockerfile's runtime target as $(IMAGE); `make test-image` builds it and runs the image's own

@@ -97,11 +97,12 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path, pin: bool = True,
 
 
 def start_service(env: dict[str, str], log_dir: Path, *, pin: bool = False,
-                  bentoml: Path | None = None, cwd: Path = ROOT) -> Proc:
+                  bentoml: Path | None = None, cwd: Path = ROOT, port: int | None = None) -> Proc:
     """`bentoml serve` of this service on free loopback ports (HTTP, and gRPC unless env says
     otherwise), its output in log_dir/bentoml-<port>.log. `bentoml`: another install's CLI
-    (an installed wheel or bento); pin: on CPU 0 (benchmarks)."""
-    port, grpc_port = free_port(), free_port()
+    (an installed wheel or bento); pin: on CPU 0 (benchmarks); port: a given HTTP port (a
+    replica restarted where its balancer expects it)."""
+    port, grpc_port = port or free_port(), free_port()
     env = {"VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(grpc_port), **env}
     log = Path(log_dir) / f"bentoml-{port}.log"
     popen = _spawn([str(bentoml or BIN / "bentoml"), "serve", "service.app:VAEService",

@@ -211,6 +211,9 @@ def check_settings(st: Settings) -> None:
             raise SystemExit(f"{var}: {path} is not a readable file")
     family = socket.AF_INET6 if ":" in st.grpc_host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR, as every server sets it: connections of a stopped server lingering in
+        # TIME_WAIT do not make the port "taken" (a quick restart works); a live listener does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((st.grpc_host, st.grpc_port))
         except OSError as exc:
