@@ -128,7 +128,7 @@ loadtest: model
 # Debian packages the tests use as real tools: prometheus and promtool (the scrape test)
 # Debian packages the tests use: Prometheus (a real scrape) and Chromium + its matching driver
 # (the /ui browser tests)
-system-deps:
+system-deps: image-deps
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && \
 	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
 	  command -v haproxy >/dev/null || \
