@@ -99,10 +99,18 @@ class VAEService:
             await v2_grpc.stop(self.grpc_server, grace=5)
         flush_metrics()  # what the last 0.1 s observed (service/metrics.py)
 
+    def not_ready_because(self) -> str | None:
+        """Why this worker is not ready (None: ready). Loading verifies and warms every
+        version in __init__; draining (after SIGTERM) is not ready: balancers stop sending
+        while requests are still served. BentoML's /readyz, V2 REST and gRPC ask this."""
+        if not self.models.runtimes:
+            return "no model version is loaded yet"
+        if self.drain.draining:
+            return "draining: this replica is shutting down (it still serves requests)"
+        return None
+
     def __is_ready__(self) -> bool:
-        # Loading verifies and warms every version in __init__; serving implies both are done.
-        # Draining (after SIGTERM) is not ready: balancers stop sending, requests still served.
-        return bool(self.models.runtimes) and not self.drain.draining
+        return self.not_ready_because() is None
 
 
 front_door.install(VAEService, SETTINGS)

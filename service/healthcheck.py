@@ -11,9 +11,10 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 
 
-def readyz_url(env: dict[str, str] | os._Environ = os.environ) -> str:
+def readyz_url(env: Mapping[str, str] = os.environ) -> str:
     host = env.get("BENTOML_HOST") or "0.0.0.0"
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     if ":" in host:  # an IPv6 literal

@@ -180,10 +180,9 @@ async def live(svc: Any, body: bytes, headers: dict) -> Answer:
 
 
 async def ready(svc: Any, body: bytes, headers: dict) -> Answer:
-    if not svc.models.runtimes:
-        raise NotReady("no model version is loaded yet")
-    if svc.drain.draining:
-        raise NotReady("draining: this replica is shutting down (it still serves requests)")
+    reason = svc.not_ready_because()
+    if reason is not None:
+        raise NotReady(reason)
     return _empty()
 
 
