@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.serving import images, npy_b64, wrk
-from support.servers import BIN, _children, start_bentoml
+from support.servers import BIN, descendants, start_bentoml
 
 # process scaffolding that every sample passes through: not informative
 SCAFFOLD = ("runpy", "click/", "worker/service.py", "uvicorn/server.py", "uvicorn/_compat.py",
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
 
     env = dict(kv.split("=", 1) for kv in a.env)
     with start_bentoml(Path(a.repository), a.model, env, work) as srv:
-        worker = _children(srv.proc.pid)[-1]
+        worker = descendants(srv.proc.pid)[-1]
         load(2)
         outputs = {"raw": work / "profile.txt", "flamegraph": Path(a.svg)}
         Path(a.svg).parent.mkdir(parents=True, exist_ok=True)

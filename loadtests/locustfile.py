@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import random
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ def _options(parser) -> None:
                         help="MixUser task weights")
     parser.add_argument("--p95-ms", type=float, default=0.0,
                         help="fail the run when the aggregated p95 exceeds this (0: no bound)")
+    parser.add_argument("--record", default="",
+                        help="write every request to this JSON-lines file: start, ms, ok, "
+                             "name, the X-Model-Version and X-Served-By answered, error")
     parser.add_argument("--target-rps", type=float, default=0.0,
                         help="pace all users together at this many requests/s (0: as fast "
                              "as they can)")
@@ -58,6 +62,27 @@ def _load_pool(environment, **_: object) -> None:
 
     model = httpx.post(environment.host + "/model", json={}, timeout=30).json()
     POOL["x"] = _images_for(model["input"]["shape"]).astype(np.float32)
+
+
+RECORD: list[dict] = []
+
+
+@events.request.add_listener
+def _record(request_type, name, response_time, response_length, response=None, exception=None,
+            start_time=None, **_: object) -> None:
+    headers = getattr(response, "headers", None) or {}
+    RECORD.append({"t": start_time, "ms": response_time, "name": name, "ok": exception is None,
+                   "version": headers.get("x-model-version"),
+                   "replica": headers.get("x-served-by"),
+                   "error": None if exception is None else str(exception)[:200]})
+
+
+@events.quitting.add_listener
+def _write_record(environment, **_: object) -> None:
+    opts = environment.parsed_options
+    if opts and opts.record:
+        with open(opts.record, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in RECORD)
 
 
 @events.quitting.add_listener

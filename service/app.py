@@ -15,6 +15,7 @@ Rooms, imports pointing one way (doors -> operations -> runtime):
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 
@@ -75,6 +76,7 @@ class VAEService:
                                          on_loaded=lambda rt: _model_info(rt, 1),
                                          on_retired=lambda rt: _model_info(rt, 0))
         self.grpc_server = None
+        self.orphan_watch: asyncio.Task | None = None
         self.drain = Drain()
         for rt in self.models.runtimes.values():
             _model_info(rt, 1)
@@ -85,6 +87,7 @@ class VAEService:
         share this worker's batchers with the HTTP door."""
         self.watcher.start()
         self.drain.install(SETTINGS.drain_s)  # SIGTERM: not ready at once, stop drain_s later
+        self.orphan_watch = self.drain.watch_parent()  # the arbiter killed: workers follow
         if SETTINGS.gc_gen0_threshold:  # see config.py: p99 latency, not memory, is at stake
             gc.collect()
             gc.freeze()
@@ -95,6 +98,8 @@ class VAEService:
     @bentoml.on_shutdown
     async def stop_background(self) -> None:
         await self.watcher.stop()
+        if self.orphan_watch is not None:
+            self.orphan_watch.cancel()
         if self.grpc_server is not None:
             await v2_grpc.stop(self.grpc_server, grace=5)
         flush_metrics()  # what the last 0.1 s observed (service/metrics.py)

@@ -79,13 +79,25 @@ class Proc:
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group; after 20 s SIGKILL to it and to every process
+    it started (BentoML's workers run in sessions of their own, outside the group)."""
     if proc.poll() is None:
+        family = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_all([proc.pid, *family])
             proc.wait()
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL to each pid that is still there."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path, pin: bool = True,
@@ -140,18 +152,18 @@ def start_peer(encoder: Path, work: Path) -> Proc:
     return Proc(popen, f"http://127.0.0.1:{port}", "/encode", any_answer=True)
 
 
-def _children(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         for c in task.read_text().split():
-            out += [int(c), *_children(int(c))]
+            out += [int(c), *descendants(int(c))]
     return out
 
 
 def rss_mb(pid: int) -> dict[str, float]:
     """Resident memory of a server's processes (the taskset root excluded), MB by command."""
     found = {}
-    for p in [pid, *_children(pid)]:
+    for p in [pid, *descendants(pid)]:
         try:
             status = Path(f"/proc/{p}/status").read_text()
             cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import httpx
@@ -110,3 +111,26 @@ def test_exits_cleanly_after_the_drain(draining):
     assert answered and set(answered) == {200}, codes
     first_error = next((i for i, c in enumerate(codes) if not isinstance(c, int)), len(codes))
     assert all(not isinstance(c, int) for c in codes[first_error:]), codes
+
+
+def test_workers_of_a_killed_arbiter_drain_and_exit(trained):
+    """BentoML's workers live outside the arbiter's process group: SIGKILL of `bentoml serve`
+    alone used to leave its worker serving the port, unsupervised. Now it notices, drains (not
+    ready, still serving) and exits, and the port is free for a new replica."""
+    from support.servers import descendants
+
+    srv = Server(trained["repository"], {"VAE_DRAIN_S": "2"})
+    with srv:
+        workers = descendants(srv.proc.pid)
+        assert workers
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(10)
+        t0 = time.monotonic()
+        time.sleep(1.5)  # the watch looks every second
+        assert httpx.get(srv.url + "/readyz", timeout=5).status_code == 503
+        assert httpx.post(srv.url + "/sample", json={"n": 1}, timeout=10).status_code == 200
+        while any(Path(f"/proc/{p}").exists() for p in workers):
+            assert time.monotonic() - t0 < 20, "the orphaned worker did not exit"
+            time.sleep(0.1)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(srv.url + "/readyz", timeout=5)

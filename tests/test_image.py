@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT, Server
 from support import image
-from support.servers import _children
+from support.servers import descendants
 
 IMAGES = {"runtime": os.environ.get("VAE_IMAGE", image.IMAGE),
           "bento": os.environ.get("VAE_BENTO_IMAGE", "localhost/vae-bento:latest")}
@@ -97,7 +97,7 @@ def test_healthcheck_command_passes_inside_the_image(box, served):
 def test_runs_as_its_non_root_user_without_torch(box, served):
     user = box.uid(image.config(box.image)["User"])
     assert user == (10001 if box.kind == "runtime" else 1034)  # BentoML's own "bentoml" user
-    uids = {_uid(pid) for pid in _children(served.proc.pid)} - {None, 0}  # 0: buildah's
+    uids = {_uid(pid) for pid in descendants(served.proc.pid)} - {None, 0}  # 0: buildah's
     assert uids == {user}, uids  # every bentoml process
     python = "/venv/bin/python" if box.kind == "runtime" else "/app/.venv/bin/python"
     r = box.run([python, "-c", "import torch"])
@@ -126,7 +126,7 @@ def test_sigterm_stops_it_with_in_flight_requests_answered(box, tmp_path):
         for t in threads:
             t.start()
         time.sleep(0.5)  # the calls wait in the batch window: in flight
-        server = [p for p in _children(srv.proc.pid) if _uid(p) not in (None, 0)][0]
+        server = [p for p in descendants(srv.proc.pid) if _uid(p) not in (None, 0)][0]
         t0 = time.perf_counter()
         os.kill(server, signal.SIGTERM)
         for t in threads:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from conftest import ROOT
 
-
 # Each of these alone keeps onnxruntime from writing anything (measured), as the switch does.
 SILENCERS = ("ORT_DISABLE_TELEMETRY", "CI", "GITHUB_ACTIONS", "TF_BUILD", "ORT_RUNNING_UNIT_TESTS")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -63,3 +64,18 @@ class Drain:
 
         signal.signal(signal.SIGTERM, on_sigterm)
         return exit_handler
+
+    def watch_parent(self, interval_s: float = 1.0) -> asyncio.Task:
+        """Drain and exit when this worker's parent (BentoML's arbiter) is gone. BentoML starts
+        each worker in a session of its own, so when the arbiter is SIGKILLed (or OOM-killed)
+        its workers are not: they would go on serving their port unsupervised, and a new
+        replica could not bind it. Orphaned, a worker signals itself as a stop would."""
+        parent = os.getppid()
+
+        async def watch() -> None:
+            while os.getppid() == parent:
+                await asyncio.sleep(interval_s)
+            log.error("the arbiter (pid %d) is gone: this worker drains and exits", parent)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        return asyncio.get_running_loop().create_task(watch(), name="watch-parent")
