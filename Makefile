@@ -20,7 +20,7 @@ export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
 	bench-p6 bench-serving bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
-	image image-deps image-gpu test-image image-save image-figures bento-image
+	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -178,6 +178,15 @@ image-save: image-deps
 # Soak: SOAK_MINUTES at SOAK_FRACTION of the measured peak; failures, p99 per minute, RSS
 SOAK_MINUTES ?= 10
 SOAK_FRACTION ?= 0.8
+# Two replicas behind HAProxy, broken in seven ways under load (loadtests/chaos.py); needs
+# haproxy (make system-deps). CHAOS_SECONDS per scenario, load at CHAOS_FRACTION of the peak.
+CHAOS_SECONDS ?= 30
+CHAOS_FRACTION ?= 0.5
+chaos: model
+	$(BIN)/python -m loadtests.chaos --seconds $(CHAOS_SECONDS) --fraction $(CHAOS_FRACTION) \
+	  --repository $(REPOSITORY) --model digits --checkpoint runs/digits/checkpoint.pt \
+	  --results results/chaos
+
 soak: model
 	$(BIN)/python -m loadtests.soak --minutes $(SOAK_MINUTES) --fraction $(SOAK_FRACTION) \
 	  --results results/soak

@@ -62,7 +62,7 @@ def rollout_rules(calls: list[dict], old: int, new: int, by: str) -> list[str]:
     seen = {int(c["version"]) for c in calls if c["ok"] and c["version"] is not None}
     if not seen <= {old, new} or new not in seen:
         problems.append(f"versions answered {sorted(seen)}, expected {old} then {new}")
-    for key in sorted({c.get(by) for c in calls} - {None}):
+    for key in sorted({c.get(by) for c in calls} - {None}) if by else []:
         mine = sorted((c for c in calls if c.get(by) == key and c["ok"]), key=lambda c: c["t"])
         first_new_end = min((c["t"] + c["ms"] / 1000 for c in mine
                              if int(c["version"]) == new), default=None)
@@ -72,6 +72,18 @@ def rollout_rules(calls: list[dict], old: int, new: int, by: str) -> list[str]:
             problems.append(f"{by} {key} answered version {old} again after {new} "
                             f"({len(back)} times)")
     return problems
+
+
+def switch_counts(calls: list[dict], by: str) -> list[str]:
+    """Answers per version, per replica (or in all): '2 → 3: r1 7052 → 2335'."""
+    out = []
+    for key in sorted({c.get(by) for c in calls} - {None}) if by else [None]:
+        mine = [c for c in calls if c["ok"] and (key is None or c.get(by) == key)]
+        counts = {v: sum(c["version"] == v for c in mine) for v in
+                  sorted({c["version"] for c in mine}, key=lambda v: int(v or 0))}
+        out.append(f"{key or 'all'}: " + " then ".join(f"{n:,} × v{v}"
+                                                        for v, n in counts.items()))
+    return out
 
 
 class Chaos:
@@ -161,8 +173,10 @@ class Chaos:
             calls, notes = self._timed(self.http() if name == "rollout" else self.grpc(),
                                        self.export_new_version)
             new = versions_served(self.cluster.url)
-            problems = rollout_rules(calls, old, new, "replica" if name == "rollout"
-                                     else "thread")
+            # per replica over HTTP (the balancer names it); a gRPC channel through the
+            # balancer reaches both replicas, so there only the versions themselves are checked
+            problems = rollout_rules(calls, old, new, "replica" if name == "rollout" else "")
+            notes += switch_counts(calls, "replica" if name == "rollout" else "")
         elif name == "replica-loss":
             calls, notes = self._timed(self.http(), self.lose_replica)
         elif name == "worker-kill":
@@ -170,13 +184,18 @@ class Chaos:
             self.cluster.start_replica(0, workers=2)
             self.cluster.wait_both_up()
             calls, notes = self._timed(self.http(), self.kill_worker)
+            self.cluster.drain_replica(0)  # back to one worker: a replica moves as one
+            self.cluster.start_replica(0)
+            self.cluster.wait_both_up()
         elif name == "client-restart":
             replica = self.cluster.replicas[1]
             load = ClientLoad(replica.url, threads=4, rate=self.rate)
             calls, notes = self._timed(load, lambda: self.restart_one(1))
-            notes.append(f"the client retried {load.retries()} times")
+            notes.append(f"the client retried {load.retries()} times, slowest call "
+                         f"{max(c['ms'] for c in calls) / 1000:.1f} s")
         else:
             raise ValueError(f"unknown scenario {name!r} ({', '.join(SCENARIOS)})")
+        problems += [n for n in notes if "exit" in n and "(exit 0)" not in n]
         return {"scenario": name, **summary(calls), "notes": notes, "problems": problems}
 
     def restart_one(self, i: int) -> list[str]:

@@ -1,0 +1,42 @@
+"""The short version of `make chaos` (loadtests/chaos.py): two replicas behind a real HAProxy
+(Debian's package, deploy/haproxy/haproxy.cfg with only addresses and ports substituted), a
+locust load through the balancer at half its measured peak, and in each scenario something
+breaks: a rolling restart, a model rollout, a replica SIGKILLed, a worker SIGKILLed, the Python
+client alone across a restart, and the rolling restart and rollout under gRPC calls from
+several channels. Not one call may fail; a rollout must name its version in every answer and
+move each replica once. `make chaos` runs the same for at least 30 s per scenario."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from loadtests.chaos import SCENARIOS, Chaos, copy_newest, peak_rps
+from loadtests.cluster import HAPROXY, Cluster
+
+pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(),
+                                reason="haproxy is not installed (make system-deps)")
+SECONDS = 6.0
+
+
+@pytest.fixture(scope="module")
+def chaos(trained, tmp_path_factory):
+    work = tmp_path_factory.mktemp("chaos")
+    repo = copy_newest(trained["repository"], "digits", work / "repository")  # rollouts add
+    with Cluster(repo, "digits", work) as cluster:
+        peak = peak_rps(cluster.url, work, 3.0)
+        print(f"chaos: peak {peak:.0f} req/s through the balancer")
+        yield Chaos(cluster, trained["checkpoint"], work, SECONDS, 0.5 * peak, [1, 8, 8])
+    shutil.rmtree(work / "repository", ignore_errors=True)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_nothing_fails(chaos, scenario):
+    row = chaos.run(scenario)
+    print(scenario, row)
+    assert row["requests"] > 100, row
+    assert row["failed"] == 0 and not row["problems"], row
+    if scenario == "client-restart":  # the restart happened, and only the retries hid it
+        assert "retried 0 times" not in row["notes"][-1], row
