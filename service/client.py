@@ -22,6 +22,7 @@ import base64
 import io
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -219,10 +220,15 @@ class AsyncVAEClient(_Api):
         await self.aclose()
 
 
-def save_grid(x: np.ndarray, path: str, cols: int = 8) -> None:
-    """[N, C, H, W] in [0, 1] -> one PNG grid."""
+def save_grid(x: np.ndarray, path: str, cols: int = 8, min_cell: int = 64) -> None:
+    """[N, C, H, W] in [0, 1] -> one PNG grid, each image enlarged (nearest neighbour, whole
+    multiples) to at least `min_cell` pixels and separated by a 2-pixel gap, so that 8x8 digits
+    are visible in an image viewer."""
     from PIL import Image
 
+    scale = max(1, -(-min_cell // max(x.shape[2:])))
+    x = x.repeat(scale, axis=2).repeat(scale, axis=3)
+    x = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     n, c, h, w = x.shape
     rows = -(-n // cols)
     grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
@@ -233,25 +239,39 @@ def save_grid(x: np.ndarray, path: str, cols: int = 8) -> None:
     Image.fromarray(grid[..., 0] if c == 1 else grid).save(path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m service.client")
-    p.add_argument("--url", default="http://127.0.0.1:3000")
+def main(argv: list[str] | None = None) -> int:
+    url = argparse.ArgumentParser(add_help=False)  # --url before or after the subcommand
+    url.add_argument("--url", default=argparse.SUPPRESS,
+                     help="the service's HTTP address (default http://127.0.0.1:3000)")
+    p = argparse.ArgumentParser(prog="python -m service.client", parents=[url])
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("sample", help="draw n images and save them as one PNG grid")
+    s = sub.add_parser("sample", parents=[url],
+                       help="draw n images and save them as one PNG grid")
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--seed", type=int)
     s.add_argument("--out", default="samples.png")
-    sub.add_parser("model", help="print the served model's metadata")
+    sub.add_parser("model", parents=[url], help="print the served model's metadata")
     args = p.parse_args(argv)
-    with VAEClient(args.url) as vae:
-        if args.cmd == "model":
-            print(json.dumps(vae.model(), indent=2))
-        else:
-            x = vae.sample(args.n, args.temperature, args.seed)["x"]
-            save_grid(x, args.out)
-            print(f"wrote {args.out}: {len(x)} samples")
+    address = getattr(args, "url", "http://127.0.0.1:3000")
+    try:  # a CLI user gets one line, not a traceback; waiting 30 s for a server that is
+        # not there helps nobody, so only a short retry budget
+        with VAEClient(address, retry=Retry(budget_s=3.0)) as vae:
+            if args.cmd == "model":
+                print(json.dumps(vae.model(), indent=2))
+            else:
+                x = vae.sample(args.n, args.temperature, args.seed)["x"]
+                save_grid(x, args.out)
+                print(f"wrote {args.out}: {len(x)} samples")
+    except httpx.TransportError as exc:
+        print(f"error: no answer from {address} ({type(exc).__name__}: {exc}); is the service "
+              "running (make serve), and is --url right?", file=sys.stderr)
+        return 2
+    except VAEError as exc:
+        print(f"error: {address} answered {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

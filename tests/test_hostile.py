@@ -107,11 +107,23 @@ def test_hostile_http_request(server, path, body, status):
 
 
 def test_wrong_methods_and_content_types(server):
+    r = httpx.get(server.url + "/model")
+    assert r.status_code == 405 and "use POST with a JSON body ({} for the defaults)" in \
+        r.json()["error"], r.text
     assert httpx.get(server.url + "/encode").status_code == 405
     r = httpx.post(server.url + "/encode", content=b"inputs=1",
                    headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 415 and "Content-Type" in r.json()["error"]
     _check_alive(server.url)
+
+
+def test_a_misspelt_field_gets_the_closest_known_one(server):
+    r = httpx.post(server.url + "/encode", json={"input": [[0.5] * 64]})
+    assert r.status_code == 400
+    assert r.json()["error"] == ("inputs: Field required; input: Extra inputs are not "
+                                 "permitted; did you mean 'inputs'?")
+    r = httpx.post(server.url + "/sample", json={"n": 2, "colour": 1})
+    assert "(fields: " in r.json()["error"] and "temperature" in r.json()["error"]
 
 
 @pytest.mark.parametrize("name,build,code", [

@@ -326,6 +326,17 @@ def test_python_clients_sync_async_and_cli(server, digits, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert Image.open(out).size == (8 * 66, 2 * 66)  # 8x8 digits enlarged 8 times, 1-px rims
+    # --url after the subcommand works too; a server that is not there: one line, exit 2
+    after = subprocess.run([sys.executable, "-m", "service.client", "model", "--url",
+                            server.url], capture_output=True, text=True, timeout=60)
+    assert after.returncode == 0 and '"latent_dim"' in after.stdout, after.stderr
+    down = subprocess.run([sys.executable, "-m", "service.client", "sample", "--url",
+                           "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+    assert down.returncode == 2 and "Traceback" not in down.stderr, down.stderr
+    assert down.stderr.startswith("error: no answer from http://127.0.0.1:9"), down.stderr
 
 
 def test_npy_and_png_inputs_equal_json(client, digits):

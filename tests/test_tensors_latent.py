@@ -85,7 +85,7 @@ def test_npy_output_roundtrips_exactly():
 
 def test_latents_shape_checked():
     assert decode_latents([[0.0] * 4] * 2, "z", 4, 10).shape == (2, 4)
-    with pytest.raises(BadInput, match=r"z: shape \[2, 3\] is not \[N, 4\]"):
+    with pytest.raises(BadInput, match=r"z: shape \[2, 3\] does not fit .* \[N, 4\]"):
         decode_latents([[0.0] * 3] * 2, "z", 4, 10)
 
 
@@ -279,3 +279,20 @@ def test_neighbours_need_a_reference_set():
     bare.reference = {"mu": np.zeros((2, 4), np.float32)}  # exported before logvar was stored
     with pytest.raises(VersionNotFound, match="log-variances"):
         asyncio.run(ops.neighbors(Neighbors(inputs=[[0.5] * 64], measure="kl")))
+
+
+def test_shape_messages_name_the_models_shapes_and_hint_only_when_it_applies():
+    with pytest.raises(BadInput) as info:
+        decode_images([[0.5] * 63], "inputs", S, (0.0, 1.0), 10)
+    assert info.value.message == ("inputs: shape [1, 63] does not fit the model's images, "
+                                  "which are [N, 1, 8, 8], [N, 64], [N, 8, 8]")
+    with pytest.raises(BadInput) as info:
+        decode_images(np.zeros((1, 8, 8)).tolist()[0], "inputs", S, (0.0, 1.0), 10)
+    assert info.value.message.endswith("a single item needs the batch axis too: [1, 8, 8]")
+    with pytest.raises(BadInput) as info:
+        decode_latents([0.0] * 2, "z", 2, 10)
+    assert info.value.message == ("z: shape [2] does not fit the model's latent codes, which "
+                                  "are [N, 2]; a single code needs the batch axis too: [1, 2]")
+    with pytest.raises(BadInput) as info:
+        decode_latents([[0.0] * 3], "z", 2, 10)
+    assert "batch axis" not in info.value.message

@@ -9,7 +9,8 @@ into these same functions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import difflib
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +46,16 @@ class Result(dict):
         self.version, self.item_count = version, item_count  # (dict has .items())
 
 
-def validation_error(exc: ValidationError) -> BadInput:
-    """Each invalid field by name and what is wrong with it."""
+def validation_error(exc: ValidationError, known: Iterable[str] = ()) -> BadInput:
+    """Each invalid field by name and what is wrong with it; an unknown field gets the closest
+    of the `known` ones suggested (a typo such as `input` for `inputs`)."""
     details = exc.errors(include_url=False, include_context=False, include_input=False)
+    known = list(known)
+    for d in details:
+        if d["type"] == "extra_forbidden" and d["loc"]:
+            close = difflib.get_close_matches(str(d["loc"][-1]), known, n=1, cutoff=0.6)
+            d["msg"] += f"; did you mean {close[0]!r}?" if close else \
+                f" (fields: {', '.join(known)})" if known else ""
     parts = [f"{'.'.join(str(p) for p in d['loc']) or 'body'}: {d['msg']}" for d in details]
     err = BadInput("; ".join(parts))
     err.detail = [{k: d[k] for k in ("loc", "msg", "type") if k in d} for d in details]
@@ -245,7 +253,7 @@ class Operation:
                 return self.request.model_validate(data)
             return self.request.model_validate_json(data or b"{}")
         except ValidationError as exc:
-            raise validation_error(exc) from None
+            raise validation_error(exc, self.request.model_fields) from None
 
 
 def _image(s: list[int]) -> list:

@@ -128,6 +128,11 @@ def _raw_array(value: Any, field: str, shape: list[int] | None) -> np.ndarray:
     raise BadInput(f"{field}: expected {kinds}")
 
 
+def shape_text(shape: Any) -> str:
+    """One format for shapes in every message: [N, 1, 8, 8]."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
 def _check_items(arr: np.ndarray, field: str, max_items: int) -> None:
     if arr.shape[0] < 1:
         raise BadInput(f"{field}: at least 1 item is required")
@@ -161,9 +166,11 @@ def decode_images(value: Any, field: str, shape: list[int], value_range: tuple[f
     c, h, w = shape
     accepted = [[c, h, w], [c * h * w]] + ([[h, w]] if c == 1 else [])
     if arr.ndim < 2 or list(arr.shape[1:]) not in accepted:
-        forms = " or ".join(str(["N", *a]) for a in accepted)
-        raise BadInput(f"{field}: shape {list(arr.shape)} is not {forms}; a single item needs "
-                       f"the batch axis too")
+        forms = ", ".join(shape_text(["N", *a]) for a in accepted)
+        hint = (f"; a single item needs the batch axis too: {shape_text([1, *arr.shape])}"
+                if list(arr.shape) in accepted else "")
+        raise BadInput(f"{field}: shape {shape_text(arr.shape)} does not fit the model's "
+                       f"images, which are {forms}{hint}")
     _check_items(arr, field, max_items)
     arr = arr.reshape(arr.shape[0], c, h, w)
     check_values(arr, field, value_range)
@@ -174,7 +181,10 @@ def decode_latents(value: Any, field: str, latent_dim: int, max_items: int) -> n
     """-> float32 [N, Z] from a JSON array or {"npy": ...}."""
     arr = _raw_array(value, field, None)
     if arr.ndim != 2 or arr.shape[1] != latent_dim:
-        raise BadInput(f"{field}: shape {list(arr.shape)} is not [N, {latent_dim}]")
+        hint = (f"; a single code needs the batch axis too: {shape_text([1, *arr.shape])}"
+                if list(arr.shape) == [latent_dim] else "")
+        raise BadInput(f"{field}: shape {shape_text(arr.shape)} does not fit the model's "
+                       f"latent codes, which are {shape_text(['N', latent_dim])}{hint}")
     _check_items(arr, field, max_items)
     check_values(arr, field)
     return np.ascontiguousarray(arr)
