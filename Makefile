@@ -22,9 +22,22 @@ export VAE_GRPC_PORT ?= $(GRPC_PORT)
 	bench-p6 bench-serving bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
+# PyTorch's CPU build. From PyPI, torch==X is the CUDA build (several GB), so when pip cannot
+# already find the pinned wheel without an index (a local find-links folder, or installed), it
+# comes from PyTorch's CPU index first; the main install then keeps it. Asking that index only
+# when needed spares offline machines its timeouts (pip retries an unreachable index for
+# every package it looks up). TORCH_INDEX= (empty) skips this step.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN := $(shell sed -n 's/^torch==//p' constraints.txt)
+
 # The venv is rebuilt when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if [[ "$(EXTRAS)" == *train* && -n "$(TORCH_INDEX)" ]] && ! $(BIN)/pip install -q \
+	    --dry-run --ignore-installed --no-index --no-deps torch==$(TORCH_PIN) >/dev/null 2>&1; \
+	  then echo "torch $(TORCH_PIN): the CPU build from $(TORCH_INDEX)"; \
+	  $(PIP_INSTALL) torch==$(TORCH_PIN) --index-url $(TORCH_INDEX) \
+	    --extra-index-url https://pypi.org/simple; fi
 	$(PIP_INSTALL) -e '.[$(EXTRAS)]'
 	touch $@
 
@@ -67,7 +80,8 @@ beta-sweep: install
 	  --figure docs/images/beta_sweep.png
 
 serve: model
-	@echo "serving on http://$(HOST):$(PORT) (the latent explorer: http://$(HOST):$(PORT)/ui/)"
+	@echo "HTTP=http://$(HOST):$(PORT) GRPC=$(HOST):$(GRPC_PORT)  (export both for README's tour)"
+	@echo "the page: http://$(HOST):$(PORT)/ui/  API reference: http://$(HOST):$(PORT)/docs"
 	$(BIN)/bentoml serve service.app:VAEService --host $(HOST) --port $(PORT)
 
 # Benchmarks (docs/BENCHMARKS.md). `make bench` measures every row in one run, then prints one

@@ -64,9 +64,15 @@ class VAEService:
     def verify_repository() -> None:
         """Runs once in the main process before any worker: a bad model or a taken gRPC port
         stops `bentoml serve` with a non-zero exit instead of workers restarting forever."""
-        _load_or_refuse()
+        models = _load_or_refuse()
         v2_grpc.check_settings(SETTINGS)
         BearerAuth.from_settings(SETTINGS)  # a token file that cannot be read stops the start
+        rt = models.get(None)
+        grpc_at = f"{SETTINGS.grpc_host}:{SETTINGS.grpc_port}" if SETTINGS.grpc else "off"
+        print(f"vae: serving model {SETTINGS.model_name} version {rt.manifest.version} "
+              f"(versions {sorted(models.runtimes)}) from {SETTINGS.model_repository}: "
+              f"input [N, {', '.join(map(str, rt.shape))}], latent {rt.latent_dim}; "
+              f"gRPC (KServe V2) {grpc_at}", flush=True)
 
     def __init__(self) -> None:
         self.settings = SETTINGS

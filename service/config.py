@@ -1,6 +1,6 @@
 """Every service setting, read from VAE_* environment variables by pydantic-settings.
 
-README's configuration table is this model's fields (`python -m service.config` prints it; a test
+docs/CONFIGURATION.md's table is this model's fields (`python -m service.config` prints it; a test
 compares the two).
 """
 
@@ -129,7 +129,7 @@ def load_settings() -> Settings:
 
 
 def markdown_table() -> str:
-    """README's configuration table, one row per setting."""
+    """docs/CONFIGURATION.md's table, one row per setting."""
     def show(v: object) -> str:
         if isinstance(v, bool):
             return f"`{str(v).lower()}`"

@@ -1,4 +1,4 @@
-"""Perceptual and adversarial training terms, the feature network and its metrics (issue 11).
+"""Perceptual and adversarial training terms, the feature network and its metrics.
 
 Tiny digits data throughout; the MNIST comparison itself is `make sharp-mnist`.
 """

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 CONFIG = "configs/mnist.toml"
 # name -> (flags, epochs): epochs from the measured seconds per epoch (plain 3.2, perceptual
-# 5.0, adversarial 5.1, both 7.7 on this machine) so that each run stays under 15 minutes
+# 5.0, adversarial 5.1, both 7.7 on a 2-core x86-64 VM) so that each run stays under 15 minutes
 VARIANTS: dict[str, tuple[list[str], int]] = {
     "plain": ([], 230),
     "perceptual": (["--perceptual-weight", "0.03"], 140),

@@ -5,7 +5,7 @@ run in the worker's event loop, so gRPC requests share the batchers, limits and 
 HTTP. Each RPC goes through the same lifecycle as an HTTP request (service/lifecycle/calls.py).
 
 Every worker binds the port with SO_REUSEPORT and the kernel spreads connections over them,
-as BentoML spreads HTTP connections (README, "gRPC and workers"). on_deployment checks first
+as BentoML spreads HTTP connections (docs/API.md, "gRPC and workers"). on_deployment checks first
 that nothing else holds the port: SO_REUSEPORT would otherwise share it silently.
 """
 

@@ -5,7 +5,7 @@ first: `overlap` (Bhattacharyya: ranked by the distance D_B ascending, since the
 exp(-D_B) underflows in many dimensions; the coefficient is the score), `kl` = KL(q_query ||
 q_reference), `w2` (2-Wasserstein), `euclidean` (between the means). Everything in float64;
 the search is a full scan in chunks of queries, exact and bounded in memory. For millions of
-reference items a vector index takes this module's place (README, "Neighbours at scale").
+reference items a vector index takes this module's place (docs/DESIGN.md, "Neighbours at scale").
 """
 
 from __future__ import annotations
