@@ -314,3 +314,28 @@ def test_page_is_self_contained_under_a_strict_csp(served):
     for name in ("api.js", "explorer.js", "explorer.css"):  # no CDN: every asset is ours
         assert httpx.get(f"{served.url}/ui/{name}").status_code == 200, name
     assert "http" not in r.text.replace("http-equiv", "")  # no absolute URL to elsewhere
+
+
+def test_every_page_loads_only_from_its_own_origin(browser, served):
+    """The landing page, Swagger UI and the explorer, each in Chromium: every resource the
+    browser fetched came from the service itself, nothing was blocked by the CSP (which would
+    show as a console error), and each page rendered."""
+    if served.name != "digits":
+        pytest.skip("the pages are the same for every model")
+    checks = {"/": "document.querySelector('a[href=\"ui/\"]') !== null",
+              "/docs": "document.querySelector('.swagger-ui .info') !== null",
+              "/ui/": "document.body.dataset.ready === '1'"}
+    for path, rendered in checks.items():
+        r = httpx.get(served.url + path)
+        assert "default-src 'self'" in r.headers["content-security-policy"], path
+        browser.get(served.url + path)
+        wait_for(browser, rendered)
+        fetched = browser.execute_script(
+            "return performance.getEntriesByType('resource').map((e) => e.name);")
+        assert all(u.startswith(served.url + "/") for u in fetched), (path, fetched)
+        assert fetched or path == "/", path  # the landing page itself needs nothing more
+        logs = browser.get_log("browser")
+        assert not [e for e in logs if e["level"] == "SEVERE"], (path, logs)
+        if path == "/docs":
+            assert "digits" in browser.page_source or "VAE" in browser.page_source
+    assert "digits" in httpx.get(served.url + "/").text

@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.middleware.cors import CORSMiddleware
 
 from service.config import Settings
-from service.doors import http_json, openapi, v2_rest
+from service.doors import http_json, landing, openapi, v2_rest
 from service.doors.http_json import JSON, Answer
 from service.errors import RETRY_AFTER_STATUSES, ApiError, NotReady
 from service.lifecycle import tracing
@@ -183,8 +183,10 @@ class FrontDoor:
                 return Answer(200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())])
             if path == "/docs.json":
                 return Answer(200, orjson.dumps(openapi.document(self._service())))
-            if path in ("/", "/docs"):
-                return Answer(200, openapi.SWAGGER_PAGE, [(b"content-type", b"text/html")])
+            if path == "/":
+                return Answer(200, landing.page(self._service()), landing.HEADERS)
+            if path == "/docs":
+                return Answer(200, openapi.SWAGGER_PAGE, landing.DOCS_HEADERS)
         return None
 
     def _service(self) -> Any:

@@ -1,7 +1,7 @@
 """The API documents itself: the OpenAPI document at /docs.json, built from the operations'
 request models (service/operations/api.py) and the V2 REST routes (service/doors/v2_rest.py),
-with example requests shaped for the served model; Swagger UI at / and /docs (BentoML's
-bundled Swagger UI assets, without third-party scripts)."""
+with example requests shaped for the served model; Swagger UI at /docs (BentoML's bundled
+Swagger UI assets, without third-party scripts, under the explorer's Content-Security-Policy)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ SWAGGER_PAGE = b"""<!DOCTYPE html>
   <head>
     <meta charset="UTF-8">
     <title>VAE serving API</title>
+    <link rel="icon" href="data:,">
     <link rel="stylesheet" type="text/css" href="./static_content/swagger-ui.css" />
     <link rel="stylesheet" type="text/css" href="./static_content/index.css" />
   </head>
