@@ -92,9 +92,7 @@ def browser(served, tmp_path_factory):
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     driver.get(served.url + "/ui/")
-    wait_for(driver, "document.body.dataset.ready === '1' && "
-             "document.querySelectorAll('#sample-grid canvas').length > 0 && "
-             "document.getElementById('map-legend').children.length > 0")
+    wait_for(driver, "document.body.dataset.loaded === '1'", timeout=60)
     yield driver
     try:
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
@@ -156,10 +154,39 @@ def test_sample_grid_equals_what_sample_returns(browser, served):
     browser.save_screenshot(str(_shot(served, "samples")))
 
 
+def test_every_panel_is_filled_on_first_load(browser, served):
+    """No black squares: before any click, each panel shows what its endpoint answers for the
+    page's defaults (sample seed 0, interpolation between prior samples 1 and 2, the map's
+    first reference point decoded, prior sample 3 encoded and reconstructed)."""
+    model = post(served, "/model", {})
+    assert len(canvas_pixels(browser, "#sample-grid canvas")) > 0
+    z = [post(served, "/sample", {"n": 1, "seed": s})["z"][0] for s in (1, 2)]
+    path = as_pixels(post(served, "/interpolate", {"start_z": [z[0]], "end_z": [z[1]],
+                                                   "steps": 9, "method": "lerp"})["outputs"])[0]
+    np.testing.assert_array_equal(canvas_pixels(browser, "#interp-view")[0], path[0][0])
+    assert len(canvas_pixels(browser, "#interp-strip canvas")) == 9
+    x3 = post(served, "/sample", {"n": 1, "seed": 3})["outputs"]
+    np.testing.assert_array_equal(canvas_pixels(browser, "#encode-input")[0],
+                                  as_pixels(x3)[0][0])
+    recon = post(served, "/reconstruct", {"inputs": x3})["outputs"]
+    np.testing.assert_array_equal(canvas_pixels(browser, "#encode-recon")[0],
+                                  as_pixels(recon)[0][0])
+    assert len(browser.find_elements("css selector", "#encode-values tbody tr")) == \
+        model["latent_dim"]
+    z_map = browser.execute_script("return JSON.parse(document.getElementById('map-decoded')"
+                                   ".dataset.z);")
+    want = as_pixels(post(served, "/decode", {"z": [z_map]})["outputs"])[0][0]
+    np.testing.assert_array_equal(canvas_pixels(browser, "#map-decoded")[0], want)
+    for sel in ("#compare-a", "#compare-b", "#interp-view", "#encode-recon", "#map-decoded"):
+        assert canvas_pixels(browser, sel)[0].any(), f"{sel} is black"
+    browser.save_screenshot(str(_shot(served, "first-load")))
+
+
 def test_interpolation_slider_shows_each_step(browser, served):
     from selenium.webdriver.common.keys import Keys
 
     set_value(browser, "interp-steps", 9)
+    browser.execute_script("document.getElementById('interp-strip').replaceChildren();")
     browser.find_element("css selector", "input[name='interp-method'][value='slerp']").click()
     browser.find_element("id", "interp-go").click()
     wait_for(browser, "document.querySelectorAll('#interp-strip canvas').length === 9 && "
@@ -189,6 +216,8 @@ def test_uploaded_image_shows_mu_and_sigma(browser, served, tmp_path):
     browser.find_element("css selector", "#encode-source input.file").send_keys(str(png))
     wait_for(browser, "document.querySelector('#encode-source img.preview').complete && "
              "document.querySelector('#encode-source input[value=upload]').checked")
+    browser.execute_script("document.querySelector('#encode-values tbody').replaceChildren();"
+                           "document.getElementById('encode-neighbours').replaceChildren();")
     browser.find_element("id", "encode-go").click()
     wait_for(browser, f"document.querySelectorAll('#encode-values tbody tr').length === "
              f"{model['latent_dim']}")
@@ -233,6 +262,7 @@ def test_clicking_the_map_decodes_that_point(browser, served):
     from selenium.webdriver.common.action_chains import ActionChains
 
     the_map = browser.find_element("id", "map")
+    browser.execute_script("delete document.getElementById('map-decoded').dataset.z;")
     ActionChains(browser).move_to_element_with_offset(the_map, 40, -60).click().perform()
     wait_for(browser, "document.getElementById('map-decoded').dataset.z !== undefined")
     z = browser.execute_script("return JSON.parse(document.getElementById('map-decoded')"

@@ -121,7 +121,10 @@ async function loadMap() {
 
 async function clickMap(e) {
   const cv = $("map"), r = cv.getBoundingClientRect();
-  const xy = map.fromPx([(e.clientX - r.left) * cv.width / r.width, (e.clientY - r.top) * cv.height / r.height]);
+  await decodeAt(map.fromPx([(e.clientX - r.left) * cv.width / r.width, (e.clientY - r.top) * cv.height / r.height]));
+}
+
+async function decodeAt(xy) { // a point of the map's plane, decoded
   let z, near = null;
   if (map.projection === "pca") { // back onto the PCA plane: z = mean + x * c1 + y * c2
     z = map.projection_mean.map((m, i) => m + xy[0] * map.projection_components[0][i]
@@ -211,9 +214,14 @@ async function start() {
     sessionStorage.setItem("vae-token", VAE.state.token);
     window.location.reload();
   });
+  // every panel filled on first load, each from its default inputs
   await VAE.guarded("sampling", sample);
   await VAE.guarded("loading the latent map", loadMap);
+  await VAE.guarded("interpolating", () => interpolate(pickA, pickB));
+  if (map) await VAE.guarded("decoding a map point", () => decodeAt(map.points[0]));
+  await VAE.guarded("encoding", () => encode(pickE));
   await VAE.guarded("comparing", () => Dist.compare(pickCA, pickCB));
+  document.body.dataset.loaded = "1";
 }
 
 window.addEventListener("DOMContentLoaded", start);
