@@ -127,18 +127,24 @@ const VAE = (() => {
     const name = fieldset.dataset.name, id = fieldset.id;
     fieldset.innerHTML = `<legend>${name}</legend>
       <label><input type="radio" name="${id}-mode" value="sample" checked> prior sample, seed
-        <input class="seed" type="number" min="0" value="${defaultSeed}"></label><br>
+        <input class="seed" type="number" min="0" value="${defaultSeed}"></label>
+      <canvas class="shown" title="the prior sample this endpoint uses"></canvas><br>
       <label><input type="radio" name="${id}-mode" value="upload"> upload
         <input class="file" type="file" accept="image/*"></label><br>
       <label><input type="radio" name="${id}-mode" value="draw"> draw</label>
       <button class="clear" type="button">clear</button>
       <label><input class="invert" type="checkbox"> invert (dark ink on light paper)</label><br>
-      <canvas class="pad" width="${shape[2] * 8}" height="${shape[1] * 8}"></canvas>
+      <div class="pad-wrap"><canvas class="pad" width="${shape[2] * 8}" height="${shape[1] * 8}"></canvas>
+        <span class="pad-hint">draw here</span></div>
       <img class="preview" alt="" hidden>`;
     const q = (s) => fieldset.querySelector(s);
     const clear = drawingPad(q(".pad"), shape);
-    q(".clear").addEventListener("click", () => { clear(); q(".pad").dataset.drawn = ""; });
-    q(".pad").addEventListener("pointerdown", () => { q(`input[value="draw"]`).checked = true; });
+    q(".clear").addEventListener("click", () => {
+      clear(); q(".pad").dataset.drawn = ""; q(".pad-hint").hidden = false;
+    });
+    q(".pad").addEventListener("pointerdown", () => {
+      q(`input[value="draw"]`).checked = true; q(".pad-hint").hidden = true;
+    });
     q(".file").addEventListener("change", () => {
       const f = q(".file").files[0];
       if (!f) return;
@@ -157,7 +163,8 @@ const VAE = (() => {
         const mode = this.mode();
         if (mode === "sample") {
           const seed = Number(q(".seed").value);
-          const r = await post("/sample", { n: 1, seed });
+          const r = await post("/sample", { n: 1, seed, output_format: "json" });
+          drawImage(q(".shown"), r.outputs[0]); // which sample this endpoint is
           return { z: r.z[0] };
         }
         if (mode === "upload" && !q(".file").files[0]) throw new Error(`${name}: choose a file to upload`);
