@@ -179,11 +179,16 @@ def test_grpc_and_http_requests_share_one_batch(server, clients, dims):
             via_grpc = pool.submit(grpc_call, barrier)
             results = {"http": via_http.result(), "grpc": via_grpc.result()}
         np.testing.assert_allclose(results["grpc"], results["http"], atol=1e-6)
-        after = httpx.get(server.url + "/metrics").text
+        deadline = time.monotonic() + 5  # the batcher records its run after answering it
+        while True:
+            after = httpx.get(server.url + "/metrics").text
+            merged = (_metric(after, "vae_batch_requests_sum", label)
+                      - _metric(before, "vae_batch_requests_sum", label))
+            if merged >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         batches = (_metric(after, "vae_batch_requests_count", label)
                    - _metric(before, "vae_batch_requests_count", label))
-        merged = (_metric(after, "vae_batch_requests_sum", label)
-                  - _metric(before, "vae_batch_requests_sum", label))
         if batches == 1:
             break
     assert batches == 1 and merged == 2

@@ -110,3 +110,29 @@ def test_taken_grpc_port_stops_the_start(trained):
             assert "VAE_GRPC_PORT" in srv.output()
         finally:
             srv.stop()
+
+
+def test_a_call_keeps_the_version_it_resolved_even_once_retired(trained, monkeypatch):
+    """A V2 call resolves `latest` once (its inputs are checked against that version) and runs
+    on it, even when a newer version retires it in between: no NOT_FOUND for the version the
+    call itself chose (found by the chaos gRPC rollout, 1 call in 42,220)."""
+    import asyncio
+
+    from service.config import load_settings
+    from service.errors import NotReady, VersionNotFound
+    from service.operations import v2
+    from service.operations.api import Operations
+    from service.runtime.engine import ModelSet
+
+    monkeypatch.setenv("VAE_MODEL_REPOSITORY", str(trained["repository"]))
+    settings = load_settings()
+    models = ModelSet.load(settings)
+    ops = Operations(models, settings)
+    rt = v2.resolve(ops, "sample", None)
+    version = rt.manifest.version
+    del models.runtimes[version]  # what the watcher does when a newer version is ready
+    with pytest.raises((VersionNotFound, NotReady)):  # unpinned, the version is gone
+        ops.runtime(version)
+    n = v2.Tensor("n", "INT32", [1], np.array([2], np.int32))
+    outs, res = asyncio.run(v2.infer(ops, rt, "sample", [n], {}))
+    assert res.version == version and outs["x"].shape[0] == 2

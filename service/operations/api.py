@@ -70,10 +70,18 @@ def _limit(field: str, value: int, limit: int) -> None:
 class Operations:
     """The operations over one model's loaded versions, with this worker's limits."""
 
-    def __init__(self, models: ModelSet, settings: Settings):
-        self.models, self.settings = models, settings
+    def __init__(self, models: ModelSet, settings: Settings, pinned: ModelRuntime | None = None):
+        self.models, self.settings, self.pinned = models, settings, pinned
+
+    def pin(self, rt: ModelRuntime) -> Operations:
+        """These operations on the version `rt`, already resolved by the caller: it stays
+        theirs even if a newer version retires it meanwhile (its sessions live as long as it
+        is referenced), so a call never resolves its version twice."""
+        return Operations(self.models, self.settings, rt)
 
     def runtime(self, version: int | None) -> ModelRuntime:
+        if self.pinned is not None and version in (None, self.pinned.manifest.version):
+            return self.pinned
         if not self.models.runtimes:
             raise NotReady("no model version is loaded yet")
         return self.models.get(version)

@@ -150,7 +150,7 @@ async def infer(ops: Operations, rt: ModelRuntime, model: str, tensors: list[Ten
     """One V2 inference on the version `rt` (resolve() first) through the operation behind the
     model; -> (outputs by name in the model's order, the operation's result)."""
     given = inputs_by_name(model, tensors, rt)
-    v = rt.manifest.version
+    v, ops = rt.manifest.version, ops.pin(rt)  # the version resolved is the one that runs
     if model == "encoder":
         res = await _call(ops, "encode", {"inputs": given["x"], "version": v}, "x")
         return {"mu": res["mu"], "logvar": res["logvar"]}, res
