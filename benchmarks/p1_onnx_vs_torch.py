@@ -41,7 +41,7 @@ def bench_model(checkpoint: str, batches: list[int], threads: list[int], rounds:
     shape = vae.cfg.input_shape
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        vdir = export_checkpoint(checkpoint, tmp, "bench", variants=())
+        vdir = export_checkpoint(checkpoint, tmp, "bench", variants=(), reload_data=True)
         for t in threads:
             torch.set_num_threads(t)
             opts = ort.SessionOptions()

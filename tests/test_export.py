@@ -84,11 +84,13 @@ def test_schema_violating_manifest_is_refused(trained, tmp_path):
         load_version(tmp_path, "m", 1)
 
 
-def test_conv_model_exports_with_parity(tmp_path):
+@pytest.mark.parametrize("upsample", ["transpose", "nearest", "shuffle"])
+def test_conv_model_exports_with_parity(tmp_path, upsample):
     from training.train import TrainConfig, train
 
     cfg = TrainConfig(arch="conv", channels="8,16", blocks=1, hidden="32", latent_dim=3,
-                      epochs=1, quiet=True, threads=1, iwae_k=5, out=str(tmp_path / "c.pt"))
+                      epochs=1, quiet=True, threads=1, iwae_k=5, out=str(tmp_path / "c.pt"),
+                      upsample=upsample)
     train(cfg)
     vdir = export_checkpoint(cfg.out, tmp_path / "repo", "conv")
     m = Manifest.model_validate_json((vdir / "manifest.json").read_text())

@@ -55,10 +55,11 @@ def test_gaussian_likelihood_fixed_and_learned():
     assert learned.obs_logvar.grad is not None and learned.obs_logvar.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("upsample", ["transpose", "nearest", "shuffle"])
 @pytest.mark.parametrize("shape", [[1, 8, 8], [1, 28, 28], [3, 13, 11]])
-def test_conv_architecture_restores_the_input_shape(shape):
+def test_conv_architecture_restores_the_input_shape(shape, upsample):
     model = VAE(ModelConfig(input_shape=shape, latent_dim=5, arch="conv", hidden=[32],
-                            channels=[8, 16]))
+                            channels=[8, 16], upsample=upsample))
     out, mu, _ = model(torch.rand(2, *shape))
     assert list(out.shape) == [2, *shape] and list(mu.shape) == [2, 5]
 

@@ -29,6 +29,7 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 128])  # MLP widths; decoder mirrors
     channels: list[int] = field(default_factory=lambda: [32, 64])  # conv widths (stride 2 each)
     blocks: int = 0  # conv: extra 3x3 conv layers per resolution
+    upsample: str = "transpose"  # conv decoder: transpose (stride-2 ConvTranspose) | nearest
     likelihood: str = "bernoulli"  # bernoulli | gaussian
     obs_sigma: float = 0.1  # gaussian: fixed observation sigma (the L2 case) ...
     learn_obs_var: bool = False  # ... or a learned per-pixel log-variance
@@ -44,7 +45,7 @@ class VAE(nn.Module):
             raise ValueError(f"likelihood {cfg.likelihood!r}: bernoulli or gaussian")
         self.cfg = cfg
         self.encoder, self.decoder = build(cfg.arch, cfg.input_shape, cfg.latent_dim,
-                                           cfg.hidden, cfg.channels, cfg.blocks)
+                                           cfg.hidden, cfg.channels, cfg.blocks, cfg.upsample)
         init = 2 * math.log(cfg.obs_sigma)
         self.obs_logvar = nn.Parameter(torch.full(cfg.input_shape, init),
                                        requires_grad=cfg.learn_obs_var)

@@ -74,12 +74,26 @@ class ConvEncoder(nn.Module):
         return self.head(self.conv(x).flatten(1))
 
 
+def _up(a: int, b: int, size: tuple[int, int], pad: tuple[int, int], how: str) -> list[nn.Module]:
+    """One doubling of H and W to `size`: a stride-2 transposed conv (output_padding restores an
+    odd size), or nearest-neighbour upsampling then a 3x3 conv. The second has no checkerboard
+    artefacts, and onnxruntime's CPU Conv uses its intra-op threads where its ConvTranspose
+    does not (docs/BENCHMARKS.md, P1)."""
+    if how == "transpose":
+        return [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1, output_padding=pad)]
+    if how == "nearest":
+        return [nn.Upsample(size=size, mode="nearest"), nn.Conv2d(a, b, 3, padding=1)]
+    if how == "shuffle":  # sub-pixel conv: 4b channels at the low resolution, then rearranged
+        extra = [nn.ReplicationPad2d((0, pad[1], 0, pad[0]))] if any(pad) else []
+        return [nn.Conv2d(a, 4 * b, 3, padding=1), nn.PixelShuffle(2), *extra]
+    raise ValueError(f"unknown upsampling {how!r} (transpose, nearest or shuffle)")
+
+
 class ConvDecoder(nn.Module):
-    """The encoder mirrored: an MLP to a small feature map, then stride-2 transposed convs whose
-    output_padding restores each odd size exactly."""
+    """The encoder mirrored: an MLP to a small feature map, then doublings back to [C, H, W]."""
 
     def __init__(self, shape: list[int], channels: list[int], hidden: list[int], latent: int,
-                 blocks: int = 0):
+                 blocks: int = 0, upsample: str = "transpose"):
         super().__init__()
         c, h, w = shape
         sizes = _conv_sizes(h, w, len(channels))
@@ -91,7 +105,7 @@ class ConvDecoder(nn.Module):
         for i, (a, b) in enumerate(zip(reversed(channels), outs, strict=True)):
             (sh, sw), (th, tw) = sizes[-1 - i], sizes[-2 - i]
             pad = (th - 2 * sh, tw - 2 * sw)  # 0 or 1: what floor-halving lost
-            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1, output_padding=pad))
+            layers += _up(a, b, (th, tw), pad, upsample)
             if i < len(channels) - 1:
                 layers += [nn.ReLU(), *_refine(b, blocks)]
         self.deconv = nn.Sequential(*layers)
@@ -101,10 +115,10 @@ class ConvDecoder(nn.Module):
 
 
 def build(arch: str, shape: list[int], latent: int, hidden: list[int], channels: list[int],
-          blocks: int = 0) -> tuple[nn.Module, nn.Module]:
+          blocks: int = 0, upsample: str = "transpose") -> tuple[nn.Module, nn.Module]:
     if arch == "mlp":
         return MLPEncoder(shape, hidden, 2 * latent), MLPDecoder(shape, hidden, latent)
     if arch == "conv":
         return (ConvEncoder(shape, channels, hidden, 2 * latent, blocks),
-                ConvDecoder(shape, channels, hidden, latent, blocks))
+                ConvDecoder(shape, channels, hidden, latent, blocks, upsample))
     raise ValueError(f"unknown architecture {arch!r} (mlp or conv)")

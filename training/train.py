@@ -42,6 +42,7 @@ class TrainConfig:
     hidden: str = "256,128"
     channels: str = "32,64"
     blocks: int = 0
+    upsample: str = "transpose"  # conv decoder: transpose | nearest (upsample + 3x3 conv)
     likelihood: str = "bernoulli"  # bernoulli | gaussian
     obs_sigma: float = 0.1
     learn_obs_var: bool = False
@@ -89,8 +90,8 @@ def model_config(cfg: TrainConfig, shape: list[int]) -> ModelConfig:
     ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
     return ModelConfig(input_shape=shape, latent_dim=cfg.latent_dim, arch=cfg.arch,
                        hidden=ints(cfg.hidden), channels=ints(cfg.channels), blocks=cfg.blocks,
-                       likelihood=cfg.likelihood, obs_sigma=cfg.obs_sigma,
-                       learn_obs_var=cfg.learn_obs_var)
+                       upsample=cfg.upsample, likelihood=cfg.likelihood,
+                       obs_sigma=cfg.obs_sigma, learn_obs_var=cfg.learn_obs_var)
 
 
 def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
