@@ -29,7 +29,7 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 128])  # MLP widths; decoder mirrors
     channels: list[int] = field(default_factory=lambda: [32, 64])  # conv widths (stride 2 each)
     blocks: int = 0  # conv: extra 3x3 conv layers per resolution
-    upsample: str = "transpose"  # conv decoder: transpose (stride-2 ConvTranspose) | nearest
+    upsample: str = "transpose"  # conv decoder doublings: transpose | nearest | shuffle
     likelihood: str = "bernoulli"  # bernoulli | gaussian
     obs_sigma: float = 0.1  # gaussian: fixed observation sigma (the L2 case) ...
     learn_obs_var: bool = False  # ... or a learned per-pixel log-variance

@@ -42,7 +42,7 @@ class TrainConfig:
     hidden: str = "256,128"
     channels: str = "32,64"
     blocks: int = 0
-    upsample: str = "transpose"  # conv decoder: transpose | nearest (upsample + 3x3 conv)
+    upsample: str = "transpose"  # conv decoder: transpose | nearest | shuffle (training/nets.py)
     likelihood: str = "bernoulli"  # bernoulli | gaussian
     obs_sigma: float = 0.1
     learn_obs_var: bool = False
@@ -65,8 +65,8 @@ class TrainConfig:
     adversarial_start: float = 5.0  # epochs without the GAN term (the discriminator idles too)
     adversarial_ramp: float = 5.0  # epochs over which its weight rises linearly to full
     disc_lr: float = 2e-4
-    # the project's own classifier for the perceptual loss and feature-FID; trained on the
-    # training split and saved here when absent (default: features.pt beside the checkpoint)
+    # the project's classifier for the perceptual loss and feature-FID; trained on the training
+    # split and saved when absent (default: features.pt beside the checkpoint)
     feature_net: str | None = None
     feature_epochs: int = 0  # 0: 8, or more to make 1,000 steps on small data
     iwae_k: int = 100
@@ -88,10 +88,8 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 
 def model_config(cfg: TrainConfig, shape: list[int]) -> ModelConfig:
     ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
-    return ModelConfig(input_shape=shape, latent_dim=cfg.latent_dim, arch=cfg.arch,
-                       hidden=ints(cfg.hidden), channels=ints(cfg.channels), blocks=cfg.blocks,
-                       upsample=cfg.upsample, likelihood=cfg.likelihood,
-                       obs_sigma=cfg.obs_sigma, learn_obs_var=cfg.learn_obs_var)
+    return ModelConfig(shape, cfg.latent_dim, cfg.arch, ints(cfg.hidden), ints(cfg.channels),
+                       cfg.blocks, cfg.upsample, cfg.likelihood, cfg.obs_sigma, cfg.learn_obs_var)
 
 
 def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
