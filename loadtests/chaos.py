@@ -75,7 +75,7 @@ def rollout_rules(calls: list[dict], old: int, new: int, by: str) -> list[str]:
 
 
 def switch_counts(calls: list[dict], by: str) -> list[str]:
-    """Answers per version, per replica (or in all): '2 → 3: r1 7052 → 2335'."""
+    """Answers per version, per replica (or in all): 'r1: 7,052 × v2 then 2,335 × v3'."""
     out = []
     for key in sorted({c.get(by) for c in calls} - {None}) if by else [None]:
         mine = [c for c in calls if c["ok"] and (key is None or c.get(by) == key)]
