@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import MNIST_DIR, ROOT
 from training.data import load_array_data, load_dataset, load_image_folder, load_mnist_data
 from training.evaluate import active_units, elbo_terms, iwae_nll, knn_accuracy
-from training.model import VAE, ModelConfig, neg_elbo
+from training.model import VAE, ModelConfig, load_checkpoint, neg_elbo
 from training.train import TrainConfig, parse_args, train
 
 
@@ -188,6 +188,28 @@ def test_eval_every_evaluates_and_saves_on_its_epochs_and_the_last(tmp_path):
     assert evaluated == [2, 4, 5] and len(out["state"]["history"]) == 5
     assert out["state"]["best"] == min(h["heldout_neg_elbo"] for h in out["state"]["history"]
                                        if "heldout_neg_elbo" in h)
+
+
+def test_a_validation_split_chooses_and_the_held_out_split_only_reports(tmp_path):
+    """--val-items: the training split's last items choose the best epoch and are what the
+    periodic evaluation reports; the held-out items appear only in the final figures."""
+    from training.data import load_dataset
+    from training.report import make_report
+
+    out = train(_cfg(tmp_path, "val", epochs=3, val_items=200))
+    rows = out["state"]["history"]
+    assert all("val_neg_elbo" in h and "heldout_neg_elbo" not in h for h in rows)
+    assert out["state"]["best"] == min(h["val_neg_elbo"] for h in rows)
+    data = load_dataset("digits")
+    x_val = torch.from_numpy(data.x[data.train_idx[-200:]])
+    model, _ = load_checkpoint(out_path := Path(_cfg(tmp_path, "val").out))
+    best = min(rows, key=lambda h: h["val_neg_elbo"])
+    assert elbo_terms(model, x_val)["neg_elbo"] == pytest.approx(best["val_neg_elbo"], rel=1e-5)
+    assert "heldout_neg_elbo" in out["metrics"] and out["metrics"]["heldout_neg_elbo"] != \
+        pytest.approx(best["val_neg_elbo"])
+    assert (make_report(out_path, tmp_path / "report").parent / "loss_curves.png").exists()
+    with pytest.raises(SystemExit, match="--val-items"):
+        train(_cfg(tmp_path, "bad", epochs=1, val_items=10**6))
 
 
 def test_early_stopping(tmp_path):

@@ -60,14 +60,19 @@ def make_report(checkpoint: str | Path, out: str | Path, seed: int = 0) -> Path:
     mu, logvar = model.encode(held)
 
     hist = payload["history"]
+    # what the evaluations during training ran on: the held-out split, or a validation split
+    # carved from the training split (train_config.val_items)
+    ev, ev_name = ("val", "validation") if cfg.get("val_items") else ("heldout", "held-out")
+    ev_labels = labels if ev == "heldout" or data.labels is None else \
+        data.labels[data.train_idx[-cfg["val_items"]:]]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for ax, key in zip(axes, ["loss", "recon", "kl"], strict=True):
         ep = [h["epoch"] for h in hist]
         ax.plot(ep, [h[f"train_{key}"] for h in hist], label="train")
-        held_key = "heldout_neg_elbo" if key == "loss" else f"heldout_{key}"
+        held_key = f"{ev}_neg_elbo" if key == "loss" else f"{ev}_{key}"
         evaluated = [h for h in hist if held_key in h]  # every eval_every epochs
         ax.plot([h["epoch"] for h in evaluated], [h[held_key] for h in evaluated],
-                label="held-out")
+                label=ev_name)
         ax.set(title={"loss": "objective / -ELBO", "recon": "reconstruction",
                       "kl": "KL"}[key], xlabel="epoch", ylabel="nats per item")
         ax.legend()
@@ -122,7 +127,7 @@ def make_report(checkpoint: str | Path, out: str | Path, seed: int = 0) -> Path:
     fig.savefig(out / "sigma_hist.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
-    _organization(hist, payload["state"].get("snapshots", {}), labels, out)
+    _organization(hist, payload["state"].get("snapshots", {}), ev_labels, out, ev, ev_name)
 
     metrics = dict(payload["metrics"])
     if labels is not None:  # also for checkpoints written before training recorded it
@@ -141,7 +146,7 @@ def make_report(checkpoint: str | Path, out: str | Path, seed: int = 0) -> Path:
 
 
 def _organization(hist: list[dict], snapshots: dict, labels: np.ndarray | None,
-                  out: Path) -> None:
+                  out: Path, ev: str = "heldout", ev_name: str = "held-out") -> None:
     """The latent space organizing during training: what each evaluation recorded, against
     epochs, and the latent map at six epochs on the same axes (one PCA, fitted on the last)."""
     rows = [h for h in hist if "mean_sigma" in h]
@@ -149,9 +154,9 @@ def _organization(hist: list[dict], snapshots: dict, labels: np.ndarray | None,
         return  # a checkpoint from before these were recorded
     ep = [h["epoch"] for h in rows]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
-    axes[0].plot(ep, [h["heldout_kl"] for h in rows], label="KL")
-    axes[0].plot(ep, [h["heldout_recon"] for h in rows], label="reconstruction")
-    axes[0].set(title="held-out terms (nats)", xlabel="epoch")
+    axes[0].plot(ep, [h[f"{ev}_kl"] for h in rows], label="KL")
+    axes[0].plot(ep, [h[f"{ev}_recon"] for h in rows], label="reconstruction")
+    axes[0].set(title=f"{ev_name} terms (nats)", xlabel="epoch")
     axes[0].legend()
     kl = np.array([h["kl_per_dim"] for h in rows])
     axes[1].imshow(kl.T, aspect="auto", origin="lower", cmap="viridis",
@@ -162,8 +167,8 @@ def _organization(hist: list[dict], snapshots: dict, labels: np.ndarray | None,
     ax3 = axes[2].twinx()
     ax3.plot(ep, [h["mean_sigma"] for h in rows], color="tab:red")
     ax3.set_ylabel("mean σ", color="tab:red")
-    if "knn5_heldout" in rows[0]:
-        axes[3].plot(ep, [h["knn5_heldout"] for h in rows], label="5-NN on μ (held-out)")
+    if f"knn5_{ev}" in rows[0]:
+        axes[3].plot(ep, [h[f"knn5_{ev}"] for h in rows], label=f"5-NN on μ ({ev_name})")
         axes[3].plot(ep, [h["silhouette"] for h in rows], label="silhouette of μ")
         axes[3].legend()
     axes[3].set(title="class structure", xlabel="epoch")

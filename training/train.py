@@ -14,16 +14,16 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from training import checkpoint
 from training import distributed as ddp
 from training.adversarial import Adversary
 from training.augment import shift_augment
@@ -58,6 +58,7 @@ class TrainConfig:
     # held-out evaluation (best-weights selection, checkpoint) every this many epochs and
     # always at the last: evaluating and saving cost ~10 % of a small epoch
     eval_every: int = 1
+    val_items: int = 0  # >0: the training split's last items choose the best epoch, not held-out
     select: str = "best"  # best (held-out -ELBO) | last: which weights the checkpoint exports
     # sharper reconstructions (docs/MODEL_QUALITY.md): a feature-space term and a VAE-GAN term
     perceptual_weight: float = 0.0
@@ -78,14 +79,6 @@ class TrainConfig:
     quiet: bool = False
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """Atomic: write beside, then rename, so a reader never sees half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def model_config(cfg: TrainConfig, shape: list[int]) -> ModelConfig:
     ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
     return ModelConfig(shape, cfg.latent_dim, cfg.arch, ints(cfg.hidden), ints(cfg.channels),
@@ -97,7 +90,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     data = data or load_dataset(cfg.data, cfg.data_path)
-    x_train = torch.from_numpy(data.x[data.train_idx])
+    fit_idx, sel_idx, ev = selection_split(data, cfg.val_items)
+    x_train, x_sel = torch.from_numpy(data.x[fit_idx]), torch.from_numpy(data.x[sel_idx])
     x_held = torch.from_numpy(data.x[data.heldout_idx])
     mcfg = model_config(cfg, data.shape)
     model = VAE(mcfg)
@@ -121,8 +115,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     fnet, fnet_payload = None, None
     if cfg.perceptual_weight > 0 or data.labels is not None or cfg.feature_net:
         fnet, fnet_payload = obtain_feature_net(
-            cfg.feature_net or out.parent / "features.pt", data.x[data.train_idx],
-            _labels(data, data.train_idx), cfg.feature_epochs, cfg.seed)
+            cfg.feature_net or out.parent / "features.pt", data.x[fit_idx],
+            _labels(data, fit_idx), cfg.feature_epochs, cfg.seed)
     adversary = None
     if cfg.adversarial_weight > 0:
         if world > 1:
@@ -133,7 +127,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         if cfg.resume and out.exists():
             adversary.load_state_dict(ck["adversary"])
     seen: list[int] = []
-    y_held = _labels(data, data.heldout_idx)
+    y_held, y_sel = _labels(data, data.heldout_idx), _labels(data, sel_idx)
     snap_at = snapshot_epochs(cfg.epochs, cfg.eval_every)
     t0 = time.perf_counter()
     bar = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", disable=cfg.quiet or rank > 0)
@@ -184,10 +178,10 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         stop = False
         if evaluate:
             model.eval()
-            held = elbo_terms(model, x_held)
-            row.update({f"heldout_{k}": v for k, v in held.items()})
-            org, mu_now = organization(model, x_held, y_held)
-            row.update(org)
+            held = elbo_terms(model, x_sel)  # the selection set: held-out or validation
+            row.update({f"{ev}_{k}": v for k, v in held.items()})
+            org, mu_now = organization(model, x_sel, y_sel)
+            row.update({k.replace("heldout", ev): v for k, v in org.items()})
             if epoch + 1 in snap_at:  # the latent map at six epochs, first to last
                 state.setdefault("snapshots", {})[str(epoch + 1)] = \
                     torch.from_numpy(mu_now)
@@ -202,8 +196,9 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             stop = cfg.patience > 0 and state["bad_epochs"] >= cfg.patience
         state["history"].append(row)
         if rank == 0 and evaluate:
-            save_checkpoint(out, _payload(model, best_weights, opt, gen, state, mcfg, cfg, data,
-                                          extras=_extras(adversary, fnet_payload)))
+            checkpoint.save(out, checkpoint.payload(
+                model, best_weights, opt, gen, state, mcfg, cfg, data,
+                extras=checkpoint.extras(adversary, fnet_payload)))
         if stop:
             break
     if cfg.shard_log:
@@ -211,53 +206,33 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     model.load_state_dict(best_weights)
     payload = {}
     if rank == 0:
-        metrics = evaluate_all(model, x_train, _labels(data, data.train_idx), x_held,
+        metrics = evaluate_all(model, x_train, _labels(data, fit_idx), x_held,
                                y_held, cfg.iwae_k, fnet)
         if fnet is not None and y_held is not None:
             metrics["feature_net_accuracy"] = accuracy(fnet, x_held.numpy(), y_held)
         metrics["train_seconds"] = time.perf_counter() - t0
         metrics["epochs"] = state["epoch"]
-        payload = _payload(model, best_weights, opt, gen, state, mcfg, cfg, data, metrics,
-                           _extras(adversary, fnet_payload))
-        save_checkpoint(out, payload)
+        payload = checkpoint.payload(model, best_weights, opt, gen, state, mcfg, cfg, data,
+                                     metrics, checkpoint.extras(adversary, fnet_payload))
+        checkpoint.save(out, payload)
         (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     ddp.teardown(world)
     return payload
 
 
+def selection_split(data: Dataset, val_items: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(items to fit, items that choose the best epoch, their name in the history). With
+    val_items, the last val_items of the training split choose, and the held-out split counts
+    only in the final figures; without, the held-out split does both."""
+    if not val_items:
+        return data.train_idx, data.heldout_idx, "heldout"
+    if not 0 < val_items < len(data.train_idx):
+        raise SystemExit(f"--val-items {val_items}: must lie in [1, {len(data.train_idx) - 1}]")
+    return data.train_idx[:-val_items], data.train_idx[-val_items:], "val"
+
+
 def _labels(data: Dataset, idx: np.ndarray) -> np.ndarray | None:
     return None if data.labels is None else data.labels[idx]
-
-
-def _extras(adversary: Adversary | None, fnet_payload: dict | None) -> dict:
-    """Checkpoint entries beyond the VAE: the discriminator (to resume; never exported) and the
-    feature network (export writes it beside the graphs for the quality figures)."""
-    extras = {} if adversary is None else {"adversary": adversary.state_dict()}
-    return extras | ({} if fnet_payload is None else {"feature_net": fnet_payload})
-
-
-def _payload(model: VAE, best: dict, opt: torch.optim.Optimizer, gen: torch.Generator,
-             state: dict, mcfg: ModelConfig, cfg: TrainConfig, data: Dataset,
-             metrics: dict | None = None, extras: dict | None = None) -> dict:
-    return (extras or {}) | {
-        "format": "vae-checkpoint/1",
-        "state_dict": best,  # what export uses: the best held-out weights
-        "last_state_dict": model.state_dict(),  # what --resume continues from
-        "optimizer": opt.state_dict(),
-        "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "state": state,
-        "model_config": mcfg.to_dict(),
-        "train_config": asdict(cfg),
-        "data": data.describe(),
-        # the held-out items themselves: export needs them (parity on real data, reference set,
-        # score quantiles, variants) and must not depend on the data being at hand again
-        "heldout": {"x": torch.from_numpy(np.ascontiguousarray(data.x[data.heldout_idx])),
-                    "labels": None if data.labels is None else
-                    torch.from_numpy(np.asarray(data.labels[data.heldout_idx], np.int64))},
-        "metrics": metrics or {"heldout_neg_elbo": state["best"]},
-        "history": state["history"],
-    }
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
