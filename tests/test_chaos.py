@@ -37,6 +37,21 @@ def test_nothing_fails(chaos, scenario):
     row = chaos.run(scenario)
     print(scenario, row)
     assert row["requests"] > 100, row
-    assert row["failed"] == 0 and not row["problems"], row
+    assert not row["problems"], row
+    # every failed call is accounted for: 0, except (replica loss) answers cut mid-way, which no
+    # balancer can replay and the Python client, running beside locust, retried
+    assert row["failed"] == sum("cut mid-answer" in n for n in row["notes"]), row
     if scenario == "client-restart":  # the restart happened, and only the retries hid it
         assert "retried 0 times" not in row["notes"][-1], row
+
+
+def test_only_answers_cut_by_a_dying_replica_are_excused():
+    from loadtests.chaos import cut_answers
+
+    ok = {"t": 1.0, "ms": 5.0, "name": "/sample", "ok": True, "error": None}
+    cut = {**ok, "ok": False, "error": "Incomplete response."}
+    notes: list[str] = []
+    assert cut_answers([ok, cut], notes) == [] and len(notes) == 1
+    assert "cut mid-answer" in notes[0] and "/sample" in notes[0]
+    other = {**ok, "ok": False, "error": "HTTPError 502"}
+    assert cut_answers([ok, cut, other], []) == ["1 failed calls besides answers cut mid-way"]
