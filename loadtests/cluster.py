@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from support.servers import Proc, free_port, kill_all, start_service
+from support.servers import Proc, descendants, free_port, kill_all, start_service
 
 ROOT = Path(__file__).resolve().parents[1]
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -70,19 +70,14 @@ class Cluster:
         proc.wait(10)
 
     def workers(self, i: int) -> list[int]:
-        """PIDs of the replica's BentoML worker processes (children of its arbiter)."""
-        root = self.replicas[i].proc.pid
+        """PIDs of the replica's BentoML worker processes (under its arbiter)."""
         found = []
-        for p in Path("/proc").iterdir():
-            if not p.name.isdigit():
-                continue
+        for pid in descendants(self.replicas[i].proc.pid):
             try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
+                if b"_bentoml_impl.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
                 continue
-            if ppid == root and "_bentoml_impl.worker" in cmd:
-                found.append(int(p.name))
         return sorted(found)
 
     def env(self) -> dict[str, str]:
