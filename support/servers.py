@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,9 @@ class Proc:
     grpc_url: str = ""  # host:port of its gRPC server, if any
     log: Path | None = None  # its stdout and stderr
     ready_s: float = 0.0
+    # starts the same server on fresh ports: free_port() only finds a port that was free a
+    # moment ago, and another process may take it before the server binds it
+    respawn: Callable[[], Proc] | None = None
 
     @property
     def port(self) -> int:
@@ -44,6 +48,9 @@ class Proc:
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None:
+                if self.respawn is not None and _lost_port_race(self.output()):
+                    self._become(self.respawn())
+                    continue
                 raise RuntimeError(f"server exited with {self.proc.returncode}: "
                                    f"{self.output()}")
             try:
@@ -55,6 +62,12 @@ class Proc:
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"server not ready in {timeout:g} s: {self.output()}")
+
+    def _become(self, other: Proc) -> None:
+        """Take over a respawned server's process and addresses (respawned once at most)."""
+        self.proc, self.url, self.grpc_url, self.log = (other.proc, other.url, other.grpc_url,
+                                                        other.log)
+        self.respawn = None
 
     def __enter__(self) -> Proc:
         """`with start_...(...) as srv:` waits until ready, and always stops the server."""
@@ -91,6 +104,11 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def _lost_port_race(log: str) -> bool:
+    """Did the server exit because its port was taken (gRPC or HTTP)?"""
+    return "port binding failed" in log.lower() or "address already in use" in log.lower()
+
+
 def kill_all(pids: list[int]) -> None:
     """SIGKILL to each pid that is still there."""
     for pid in pids:
@@ -114,13 +132,19 @@ def start_service(env: dict[str, str], log_dir: Path, *, pin: bool = False,
     otherwise), its output in log_dir/bentoml-<port>.log. `bentoml`: another install's CLI
     (an installed wheel or bento); pin: on CPU 0 (benchmarks); port: a given HTTP port (a
     replica restarted where its balancer expects it)."""
-    port, grpc_port = port or free_port(), free_port()
-    env = {"VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(grpc_port), **env}
-    log = Path(log_dir) / f"bentoml-{port}.log"
-    popen = _spawn([str(bentoml or BIN / "bentoml"), "serve", "service.app:VAEService",
-                    "--host", "127.0.0.1", "--port", str(port)], env, log, pin, cwd)
-    return Proc(popen, f"http://127.0.0.1:{port}", "/readyz", log=log,
-                grpc_url=f"127.0.0.1:{env['VAE_GRPC_PORT']}")
+    def spawn(given: int | None) -> Proc:
+        http = given or free_port()
+        full = {"VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(free_port()), **env}
+        log = Path(log_dir) / f"bentoml-{http}.log"
+        popen = _spawn([str(bentoml or BIN / "bentoml"), "serve", "service.app:VAEService",
+                        "--host", "127.0.0.1", "--port", str(http)], full, log, pin, cwd)
+        return Proc(popen, f"http://127.0.0.1:{http}", "/readyz", log=log,
+                    grpc_url=f"127.0.0.1:{full['VAE_GRPC_PORT']}")
+
+    proc = spawn(port)
+    if port is None and "VAE_GRPC_PORT" not in env:  # both ports ours to choose again
+        proc.respawn = lambda: spawn(None)
+    return proc
 
 
 def start_bentoml(repo: Path, model: str, env: dict[str, str], work: Path,
