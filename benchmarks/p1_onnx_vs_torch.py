@@ -4,7 +4,8 @@
         --checkpoint runs/mnist/checkpoint.pt
 
 Each cell (model, batch, threads) times both engines in alternating rounds, so machine noise
-hits both sides alike; the table reports the median of the rounds. One call = encode a batch
+hits both sides alike; the table reports the median of the rounds. Each engine runs in a
+process of its own with its own threading defaults. One call = encode a batch
 of held-out-shaped inputs, then decode their mu.
 """
 
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import statistics
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -35,46 +38,71 @@ def _time(fn, min_seconds: float) -> float:
     return elapsed / calls
 
 
+def _engine(kind: str, checkpoint: str, version_dir: str, conn: Connection) -> None:
+    """One engine in a process of its own, with its own defaults (PyTorch's OpenMP threads,
+    onnxruntime's spinning pool): asked for (batch, threads, seconds), it answers seconds per
+    call. Its own process, because two engines' thread pools in one process, alternating,
+    take the cores from each other while idle (docs/BENCHMARKS.md, P1)."""
+    vae, _ = load_checkpoint(checkpoint)
+    sessions: dict[int, tuple] = {}
+    while (ask := conn.recv()) is not None:
+        b, t, seconds = ask
+        x = np.random.default_rng(0).random((b, *vae.cfg.input_shape), dtype=np.float32)
+        if kind == "torch":
+            torch.set_num_threads(t)
+            xt = torch.from_numpy(x)
+
+            def run(xt=xt) -> None:
+                with torch.inference_mode():
+                    mu, _ = vae.encode(xt)
+                    vae.decode(mu)
+        else:
+            if t not in sessions:
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads, opts.inter_op_num_threads = t, 1
+                sessions[t] = tuple(
+                    ort.InferenceSession(str(Path(version_dir) / f), opts,
+                                         providers=["CPUExecutionProvider"])
+                    for f in ("encoder.onnx", "decoder.onnx"))
+            enc, dec = sessions[t]
+
+            def run(x=x, enc=enc, dec=dec) -> None:
+                mu, _ = enc.run(["mu", "logvar"], {"x": x})
+                dec.run(["x"], {"z": mu})
+        conn.send(_time(run, seconds))
+
+
 def bench_model(checkpoint: str, batches: list[int], threads: list[int], rounds: int,
                 seconds: float) -> list[dict]:
     vae, payload = load_checkpoint(checkpoint)
-    shape = vae.cfg.input_shape
     rows = []
+    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         vdir = export_checkpoint(checkpoint, tmp, "bench", variants=(), reload_data=True)
-        for t in threads:
-            torch.set_num_threads(t)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = t, 1
-            # Without this, onnxruntime's idle workers spin between calls and, with the rounds
-            # alternating, take the second core from PyTorch's threads (and theirs from ours).
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            enc = ort.InferenceSession(str(vdir / "encoder.onnx"), opts,
-                                       providers=["CPUExecutionProvider"])
-            dec = ort.InferenceSession(str(vdir / "decoder.onnx"), opts,
-                                       providers=["CPUExecutionProvider"])
-            for b in batches:
-                x = np.random.default_rng(0).random((b, *shape), dtype=np.float32)
-                xt = torch.from_numpy(x)
-
-                def run_torch(xt=xt) -> None:
-                    with torch.inference_mode():
-                        mu, _ = vae.encode(xt)
-                        vae.decode(mu)
-
-                def run_ort(x=x, enc=enc, dec=dec) -> None:
-                    mu, _ = enc.run(["mu", "logvar"], {"x": x})
-                    dec.run(["x"], {"z": mu})
-
-                t_torch, t_ort = [], []
-                for _ in range(rounds):
-                    t_torch.append(_time(run_torch, seconds))
-                    t_ort.append(_time(run_ort, seconds))
-                torch_ips = b / statistics.median(t_torch)
-                ort_ips = b / statistics.median(t_ort)
-                rows.append({"model": f"{payload['train_config']['data']} "
-                                      f"{vae.cfg.arch}", "batch": b, "threads": t,
-                             "torch": torch_ips, "ort": ort_ips, "ratio": ort_ips / torch_ips})
+        engines = {}
+        for kind in ("torch", "ort"):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_engine, args=(kind, checkpoint, str(vdir), theirs))
+            proc.start()
+            engines[kind] = (proc, mine)
+        try:
+            for t in threads:
+                for b in batches:
+                    times: dict[str, list[float]] = {"torch": [], "ort": []}
+                    for _ in range(rounds):  # alternating: the machine's drift hits both
+                        for kind, (_, conn) in engines.items():
+                            conn.send((b, t, seconds))
+                            times[kind].append(conn.recv())
+                    torch_ips = b / statistics.median(times["torch"])
+                    ort_ips = b / statistics.median(times["ort"])
+                    rows.append({"model": f"{payload['train_config']['data']} "
+                                          f"{vae.cfg.arch}", "batch": b, "threads": t,
+                                 "torch": torch_ips, "ort": ort_ips,
+                                 "ratio": ort_ips / torch_ips})
+        finally:
+            for proc, conn in engines.values():
+                conn.send(None)
+                proc.join(timeout=30)
     return rows
 
 

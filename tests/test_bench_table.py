@@ -63,3 +63,14 @@ def test_missed_goals_and_absent_results_are_said():
     rows = table_rows(None, None, None)
     assert {r[0] for r in rows} == {"P1", "P2", "P3", "P4", "P5", "P6"}
     assert all(r[4] == MISSED and "not measured" in r[3] for r in rows)
+
+
+def test_p1_runs_each_engine_in_its_own_process(trained):
+    """The P1 benchmark itself, on one tiny cell: both engines answer, in processes of their
+    own, and the row holds both rates."""
+    from benchmarks.p1_onnx_vs_torch import bench_model
+
+    (row,) = bench_model(str(trained["checkpoint"]), [4], [1], rounds=1, seconds=0.05)
+    assert row["batch"] == 4 and row["threads"] == 1 and row["model"] == "digits mlp"
+    assert row["torch"] > 0 and row["ort"] > 0
+    assert row["ratio"] == row["ort"] / row["torch"]

@@ -212,6 +212,29 @@ def test_a_validation_split_chooses_and_the_held_out_split_only_reports(tmp_path
         train(_cfg(tmp_path, "bad", epochs=1, val_items=10**6))
 
 
+def test_bf16_autocast_trains_and_the_moving_average_is_what_is_exported(tmp_path):
+    """--precision bf16 runs the forward pass under CPU autocast (the weights and the loss stay
+    fp32, so the checkpoint is fp32); --ema keeps a moving average that is evaluated, chosen
+    and exported, with the raw weights' figure beside it in the history."""
+    out = train(_cfg(tmp_path, "e", epochs=3, arch="conv", channels="8,16", hidden="32",
+                     precision="bf16", ema=0.9))
+    rows = out["state"]["history"]
+    assert all(h["heldout_neg_elbo"] != h["heldout_neg_elbo_raw"] for h in rows)
+    assert rows[-1]["heldout_neg_elbo"] < rows[0]["heldout_neg_elbo"]  # it learns
+    assert all(v.dtype == torch.float32 for v in out["state_dict"].values())
+    model, _ = load_checkpoint(Path(_cfg(tmp_path, "e").out))
+    x_held = torch.from_numpy(load_dataset("digits").x[load_dataset("digits").heldout_idx])
+    assert elbo_terms(model, x_held)["neg_elbo"] == pytest.approx(out["state"]["best"],
+                                                                 rel=1e-5)
+    resumed = train(_cfg(tmp_path, "e", epochs=4, arch="conv", channels="8,16", hidden="32",
+                         precision="bf16", ema=0.9, resume=True))
+    assert resumed["state"]["epoch"] == 4
+    with pytest.raises(SystemExit, match="--precision"):
+        train(_cfg(tmp_path, "bad", epochs=1, precision="fp8"))
+    with pytest.raises(SystemExit, match="--ema"):
+        train(_cfg(tmp_path, "bad", epochs=1, ema=1.5))
+
+
 def test_early_stopping(tmp_path):
     out = train(_cfg(tmp_path, "e", epochs=50, lr=0.0, patience=2))
     assert out["state"]["epoch"] == 3  # epoch 1 is best; two epochs without improvement

@@ -24,10 +24,13 @@ def save(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def extras(adversary: Adversary | None, fnet_payload: dict | None) -> dict:
-    """Checkpoint entries beyond the VAE: the discriminator (to resume; never exported) and the
-    feature network (export writes it beside the graphs for the quality figures)."""
+def extras(adversary: Adversary | None, fnet_payload: dict | None,
+           ema: torch.nn.Module | None = None) -> dict:
+    """Checkpoint entries beyond the VAE: the discriminator and the weights' moving average
+    (to resume; the average is exported through `state_dict` when chosen) and the feature
+    network (export writes it beside the graphs for the quality figures)."""
     found = {} if adversary is None else {"adversary": adversary.state_dict()}
+    found |= {} if ema is None else {"ema_state_dict": ema.state_dict()}
     return found | ({} if fnet_payload is None else {"feature_net": fnet_payload})
 
 

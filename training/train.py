@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training import checkpoint
+from training import checkpoint, speed
 from training import distributed as ddp
 from training.adversarial import Adversary
 from training.augment import shift_augment
@@ -58,6 +58,10 @@ class TrainConfig:
     # held-out evaluation (best-weights selection, checkpoint) every this many epochs and
     # always at the last: evaluating and saving cost ~10 % of a small epoch
     eval_every: int = 1
+    # bf16: forward passes under CPU autocast (oneDNN bf16 convs and GEMMs, 1.6x faster epochs
+    # on a CPU with AVX512-BF16; loss, optimizer and evaluation stay fp32)
+    precision: str = "fp32"  # fp32 | bf16
+    ema: float = 0.0  # >0: evaluate, select and export an exponential moving average (decay)
     val_items: int = 0  # >0: the training split's last items choose the best epoch, not held-out
     select: str = "best"  # best (held-out -ELBO) | last: which weights the checkpoint exports
     # sharper reconstructions (docs/MODEL_QUALITY.md): a feature-space term and a VAE-GAN term
@@ -108,6 +112,9 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         state = ck["state"]
         gen.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])  # eps of the reparameterization continues exactly
+    autocast, ema = speed.autocast(cfg.precision), speed.ema_model(model, cfg.ema)
+    if ema is not None and cfg.resume and out.exists() and "ema_state_dict" in ck:
+        ema.load_state_dict(ck["ema_state_dict"])
     net = ddp.wrap(model, world)
     sampler = ddp.sampler(len(x_train), rank, world, cfg.seed)
     steps_per_epoch = len(sampler) // cfg.batch_size + bool(len(sampler) % cfg.batch_size)
@@ -146,7 +153,9 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             if cfg.augment_shift:
                 xb = shift_augment(xb, cfg.augment_shift, gen)
             beta = kl_weight(state["step"], warmup_steps, cfg.beta)
-            out_b, mu, logvar = net(xb)
+            with autocast():
+                out_b, mu, logvar = net(xb)
+            out_b, mu, logvar = out_b.float(), mu.float(), logvar.float()
             loss, rec, kl = elbo_from_output(model, out_b, mu, logvar, xb, beta, cfg.free_bits)
             perc = adv_g = adv_d = torch.zeros(())
             x_rec = torch.sigmoid(out_b)  # the decoded mean both sharpening terms judge
@@ -161,6 +170,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             state["step"] += 1
             sums += np.array([t.item() for t in (loss, rec, kl, perc, adv_g, adv_d)]) * len(xb)
         means = [float(v) for v in sums / len(order)]
@@ -180,14 +191,19 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             model.eval()
             held = elbo_terms(model, x_sel)  # the selection set: held-out or validation
             row.update({f"{ev}_{k}": v for k, v in held.items()})
-            org, mu_now = organization(model, x_sel, y_sel)
+            if ema is not None:  # the raw weights' figure stays in the history beside it
+                row[f"{ev}_neg_elbo_raw"] = held["neg_elbo"]
+                held = elbo_terms(ema.module, x_sel)
+                row.update({f"{ev}_{k}": v for k, v in held.items()})
+            chosen = model if ema is None else ema.module
+            org, mu_now = organization(chosen, x_sel, y_sel)
             row.update({k.replace("heldout", ev): v for k, v in org.items()})
             if epoch + 1 in snap_at:  # the latent map at six epochs, first to last
                 state.setdefault("snapshots", {})[str(epoch + 1)] = \
                     torch.from_numpy(mu_now)
             if held["neg_elbo"] < state["best"] or cfg.select == "last":
                 state["best"], state["bad_epochs"] = held["neg_elbo"], 0
-                best_weights = copy.deepcopy(model.state_dict())
+                best_weights = copy.deepcopy(chosen.state_dict())
             else:
                 state["bad_epochs"] += 1
             bar.set_postfix(rec=f"{train_rec:.2f}", kl=f"{train_kl:.2f}",
@@ -198,7 +214,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         if rank == 0 and evaluate:
             checkpoint.save(out, checkpoint.payload(
                 model, best_weights, opt, gen, state, mcfg, cfg, data,
-                extras=checkpoint.extras(adversary, fnet_payload)))
+                extras=checkpoint.extras(adversary, fnet_payload, ema)))
         if stop:
             break
     if cfg.shard_log:
@@ -213,7 +229,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         metrics["train_seconds"] = time.perf_counter() - t0
         metrics["epochs"] = state["epoch"]
         payload = checkpoint.payload(model, best_weights, opt, gen, state, mcfg, cfg, data,
-                                     metrics, checkpoint.extras(adversary, fnet_payload))
+                                     metrics, checkpoint.extras(adversary, fnet_payload, ema))
         checkpoint.save(out, payload)
         (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     ddp.teardown(world)
