@@ -84,17 +84,18 @@ def test_schema_violating_manifest_is_refused(trained, tmp_path):
         load_version(tmp_path, "m", 1)
 
 
-@pytest.mark.parametrize("upsample", ["transpose", "nearest", "shuffle"])
-def test_conv_model_exports_with_parity(tmp_path, upsample):
+@pytest.mark.parametrize("upsample,act", [("transpose", "relu"), ("nearest", "silu"),
+                                         ("shuffle", "elu")])
+def test_conv_model_exports_with_parity(tmp_path, upsample, act):
     from training.train import TrainConfig, train
 
     cfg = TrainConfig(arch="conv", channels="8,16", blocks=1, hidden="32", latent_dim=3,
                       epochs=1, quiet=True, threads=1, iwae_k=5, out=str(tmp_path / "c.pt"),
-                      upsample=upsample)
+                      upsample=upsample, activation=act)
     train(cfg)
     vdir = export_checkpoint(cfg.out, tmp_path / "repo", "conv")
     m = Manifest.model_validate_json((vdir / "manifest.json").read_text())
-    assert m.training["model"]["arch"] == "conv"
+    assert m.training["model"]["arch"] == "conv" and m.training["model"]["activation"] == act
     assert max(m.parity.encoder_max_abs_diff, m.parity.decoder_max_abs_diff) <= 1e-5
     assert m.parity.batch_sizes == [1, 7, 37, 256]
 

@@ -33,6 +33,7 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # bernoulli | gaussian
     obs_sigma: float = 0.1  # gaussian: fixed observation sigma (the L2 case) ...
     learn_obs_var: bool = False  # ... or a learned per-pixel log-variance
+    activation: str = "relu"  # relu | silu | elu, between every two layers
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +46,8 @@ class VAE(nn.Module):
             raise ValueError(f"likelihood {cfg.likelihood!r}: bernoulli or gaussian")
         self.cfg = cfg
         self.encoder, self.decoder = build(cfg.arch, cfg.input_shape, cfg.latent_dim,
-                                           cfg.hidden, cfg.channels, cfg.blocks, cfg.upsample)
+                                           cfg.hidden, cfg.channels, cfg.blocks, cfg.upsample,
+                                           cfg.activation)
         init = 2 * math.log(cfg.obs_sigma)
         self.obs_logvar = nn.Parameter(torch.full(cfg.input_shape, init),
                                        requires_grad=cfg.learn_obs_var)

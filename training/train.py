@@ -43,6 +43,7 @@ class TrainConfig:
     channels: str = "32,64"
     blocks: int = 0
     upsample: str = "transpose"  # conv decoder: transpose | nearest | shuffle (training/nets.py)
+    activation: str = "relu"  # relu | silu | elu
     likelihood: str = "bernoulli"  # bernoulli | gaussian
     obs_sigma: float = 0.1
     learn_obs_var: bool = False
@@ -86,7 +87,8 @@ class TrainConfig:
 def model_config(cfg: TrainConfig, shape: list[int]) -> ModelConfig:
     ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
     return ModelConfig(shape, cfg.latent_dim, cfg.arch, ints(cfg.hidden), ints(cfg.channels),
-                       cfg.blocks, cfg.upsample, cfg.likelihood, cfg.obs_sigma, cfg.learn_obs_var)
+                       cfg.blocks, cfg.upsample, cfg.likelihood, cfg.obs_sigma, cfg.learn_obs_var,
+                       cfg.activation)
 
 
 def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
