@@ -5,7 +5,7 @@
 
 Each cell (model, batch, threads) times both engines in alternating rounds, so machine noise
 hits both sides alike; the table reports the median of the rounds. Each engine runs in a
-process of its own with its own threading defaults. One call = encode a batch
+process of its own with one thread pool for both networks. One call = encode a batch
 of held-out-shaped inputs, then decode their mu.
 """
 
@@ -38,18 +38,28 @@ def _time(fn, min_seconds: float) -> float:
     return elapsed / calls
 
 
-def _engine(kind: str, checkpoint: str, version_dir: str, conn: Connection) -> None:
-    """One engine in a process of its own, with its own defaults (PyTorch's OpenMP threads,
-    onnxruntime's spinning pool): asked for (batch, threads, seconds), it answers seconds per
-    call. Its own process, because two engines' thread pools in one process, alternating,
-    take the cores from each other while idle (docs/BENCHMARKS.md, P1)."""
+def _engine(kind: str, checkpoint: str, version_dir: str, threads: int,
+            conn: Connection) -> None:
+    """One engine with `threads` threads in a process of its own: asked for (batch, seconds),
+    it answers seconds per call. Each engine has one pool of threads for both networks, as a
+    process would: PyTorch's OpenMP pool, and for onnxruntime its global intra-op pool shared by
+    the encoder and decoder sessions (`set_global_thread_pool_sizes`). Measured: with a pool
+    per session, one session's idle workers spin while the other runs and take its core
+    (digits MLP, batch 256, 2 threads: 303k items/s against 702k with one shared pool); and two
+    engines in one process fight the same way (docs/BENCHMARKS.md, P1)."""
     vae, _ = load_checkpoint(checkpoint)
-    sessions: dict[int, tuple] = {}
+    torch.set_num_threads(threads)
+    if kind == "ort":
+        ort.set_global_thread_pool_sizes(threads, 1)
+        opts = ort.SessionOptions()
+        opts.use_per_session_threads = False
+        enc, dec = (ort.InferenceSession(str(Path(version_dir) / f), opts,
+                                         providers=["CPUExecutionProvider"])
+                    for f in ("encoder.onnx", "decoder.onnx"))
     while (ask := conn.recv()) is not None:
-        b, t, seconds = ask
+        b, seconds = ask
         x = np.random.default_rng(0).random((b, *vae.cfg.input_shape), dtype=np.float32)
         if kind == "torch":
-            torch.set_num_threads(t)
             xt = torch.from_numpy(x)
 
             def run(xt=xt) -> None:
@@ -57,16 +67,8 @@ def _engine(kind: str, checkpoint: str, version_dir: str, conn: Connection) -> N
                     mu, _ = vae.encode(xt)
                     vae.decode(mu)
         else:
-            if t not in sessions:
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads, opts.inter_op_num_threads = t, 1
-                sessions[t] = tuple(
-                    ort.InferenceSession(str(Path(version_dir) / f), opts,
-                                         providers=["CPUExecutionProvider"])
-                    for f in ("encoder.onnx", "decoder.onnx"))
-            enc, dec = sessions[t]
 
-            def run(x=x, enc=enc, dec=dec) -> None:
+            def run(x=x) -> None:
                 mu, _ = enc.run(["mu", "logvar"], {"x": x})
                 dec.run(["x"], {"z": mu})
         conn.send(_time(run, seconds))
@@ -79,19 +81,19 @@ def bench_model(checkpoint: str, batches: list[int], threads: list[int], rounds:
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         vdir = export_checkpoint(checkpoint, tmp, "bench", variants=(), reload_data=True)
-        engines = {}
-        for kind in ("torch", "ort"):
-            mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_engine, args=(kind, checkpoint, str(vdir), theirs))
-            proc.start()
-            engines[kind] = (proc, mine)
-        try:
-            for t in threads:
+        for t in threads:
+            engines = {}
+            for kind in ("torch", "ort"):
+                mine, theirs = ctx.Pipe()
+                proc = ctx.Process(target=_engine, args=(kind, checkpoint, str(vdir), t, theirs))
+                proc.start()
+                engines[kind] = (proc, mine)
+            try:
                 for b in batches:
                     times: dict[str, list[float]] = {"torch": [], "ort": []}
                     for _ in range(rounds):  # alternating: the machine's drift hits both
                         for kind, (_, conn) in engines.items():
-                            conn.send((b, t, seconds))
+                            conn.send((b, seconds))
                             times[kind].append(conn.recv())
                     torch_ips = b / statistics.median(times["torch"])
                     ort_ips = b / statistics.median(times["ort"])
@@ -99,10 +101,10 @@ def bench_model(checkpoint: str, batches: list[int], threads: list[int], rounds:
                                           f"{vae.cfg.arch}", "batch": b, "threads": t,
                                  "torch": torch_ips, "ort": ort_ips,
                                  "ratio": ort_ips / torch_ips})
-        finally:
-            for proc, conn in engines.values():
-                conn.send(None)
-                proc.join(timeout=30)
+            finally:
+                for proc, conn in engines.values():
+                    conn.send(None)
+                    proc.join(timeout=30)
     return rows
 
 
