@@ -220,12 +220,18 @@ def test_bf16_autocast_trains_and_the_moving_average_is_what_is_exported(tmp_pat
                      precision="bf16", ema=0.9))
     rows = out["state"]["history"]
     assert all(h["heldout_neg_elbo"] != h["heldout_neg_elbo_raw"] for h in rows)
+    assert all(h["heldout_kl_raw"] + h["heldout_recon_raw"] == pytest.approx(
+        h["heldout_neg_elbo_raw"]) for h in rows)
     assert rows[-1]["heldout_neg_elbo"] < rows[0]["heldout_neg_elbo"]  # it learns
     assert all(v.dtype == torch.float32 for v in out["state_dict"].values())
     model, _ = load_checkpoint(Path(_cfg(tmp_path, "e").out))
     x_held = torch.from_numpy(load_dataset("digits").x[load_dataset("digits").heldout_idx])
     assert elbo_terms(model, x_held)["neg_elbo"] == pytest.approx(out["state"]["best"],
                                                                  rel=1e-5)
+    from training.report import make_report
+
+    assert (make_report(Path(_cfg(tmp_path, "e").out), tmp_path / "r").parent
+            / "organization.png").exists()  # its terms panel draws the raw weights' terms
     resumed = train(_cfg(tmp_path, "e", epochs=4, arch="conv", channels="8,16", hidden="32",
                          precision="bf16", ema=0.9, resume=True))
     assert resumed["state"]["epoch"] == 4

@@ -154,8 +154,11 @@ def _organization(hist: list[dict], snapshots: dict, labels: np.ndarray | None,
         return  # a checkpoint from before these were recorded
     ep = [h["epoch"] for h in rows]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
-    axes[0].plot(ep, [h[f"{ev}_kl"] for h in rows], label="KL")
-    axes[0].plot(ep, [h[f"{ev}_recon"] for h in rows], label="reconstruction")
+    # with a moving average, the weights being trained (what the other panels describe);
+    # the average trails them and starts out mostly initialization
+    raw = "_raw" if f"{ev}_kl_raw" in rows[0] else ""
+    axes[0].plot(ep, [h[f"{ev}_kl{raw}"] for h in rows], label="KL")
+    axes[0].plot(ep, [h[f"{ev}_recon{raw}"] for h in rows], label="reconstruction")
     axes[0].set(title=f"{ev_name} terms (nats)", xlabel="epoch")
     axes[0].legend()
     kl = np.array([h["kl_per_dim"] for h in rows])

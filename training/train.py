@@ -193,12 +193,14 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             model.eval()
             held = elbo_terms(model, x_sel)  # the selection set: held-out or validation
             row.update({f"{ev}_{k}": v for k, v in held.items()})
-            if ema is not None:  # the raw weights' figure stays in the history beside it
-                row[f"{ev}_neg_elbo_raw"] = held["neg_elbo"]
+            if ema is not None:  # the raw weights' figures stay in the history beside it
+                row.update({f"{ev}_{k}_raw": v for k, v in held.items()})
                 held = elbo_terms(ema.module, x_sel)
                 row.update({f"{ev}_{k}": v for k, v in held.items()})
             chosen = model if ema is None else ema.module
-            org, mu_now = organization(chosen, x_sel, y_sel)
+            # the organization of the weights being trained: the average trails them by
+            # ~1/(1-decay) steps and early on still holds much of the initialization
+            org, mu_now = organization(model, x_sel, y_sel)
             row.update({k.replace("heldout", ev): v for k, v in org.items()})
             if epoch + 1 in snap_at:  # the latent map at six epochs, first to last
                 state.setdefault("snapshots", {})[str(epoch + 1)] = \
