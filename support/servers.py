@@ -106,7 +106,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 def _lost_port_race(log: str) -> bool:
     """Did the server exit because its port was taken (gRPC or HTTP)?"""
-    return "port binding failed" in log.lower() or "address already in use" in log.lower()
+    text = log.lower()
+    return "port binding failed" in text or "address already in use" in text
 
 
 def kill_all(pids: list[int]) -> None:

@@ -191,13 +191,11 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         stop = False
         if evaluate:
             model.eval()
-            held = elbo_terms(model, x_sel)  # the selection set: held-out or validation
+            chosen = model if ema is None else ema.module
+            held = elbo_terms(chosen, x_sel)  # the selection set: held-out or validation
             row.update({f"{ev}_{k}": v for k, v in held.items()})
             if ema is not None:  # the raw weights' figures stay in the history beside it
-                row.update({f"{ev}_{k}_raw": v for k, v in held.items()})
-                held = elbo_terms(ema.module, x_sel)
-                row.update({f"{ev}_{k}": v for k, v in held.items()})
-            chosen = model if ema is None else ema.module
+                row.update({f"{ev}_{k}_raw": v for k, v in elbo_terms(model, x_sel).items()})
             # the organization of the weights being trained: the average trails them by
             # ~1/(1-decay) steps and early on still holds much of the initialization
             org, mu_now = organization(model, x_sel, y_sel)
