@@ -11,6 +11,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG GPU_BASE_IMAGE=python:3.11-slim-bookworm
 
 # --- build: train and export the embedded default model, as `make model-digits` does ---------
+# (service/ is not copied: a change to the service does not retrain the model)
 FROM ${PYTHON_IMAGE} AS build
 # PyPI's Linux torch wheel is the CUDA build; the CPU wheel of the pinned version comes from
 # PyTorch's CPU index (pip takes 2.13.0+cpu for the constraint torch==2.13.0) or a wheel folder.
@@ -21,7 +22,6 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY training training
 COPY export export
-COPY service service
 COPY modelrepo modelrepo
 COPY configs configs
 RUN python -m venv /venv \
@@ -60,6 +60,28 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
   CMD ["/venv/bin/python", "-m", "service.healthcheck"]
 CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService"]
 
+# --- serve-venv: the runtime's packages, trimmed (binutils lives only in this stage) ----------
+# no compilers, no pip cache, no torch; pip itself leaves too (nothing installs at run time), and
+# so do the packages' test suites, type stubs (~23 MB, never imported) and the debug sections
+# some wheels ship (~58 MB). No bytecode yet: the runtime stage writes it for what is imported.
+FROM ${PYTHON_IMAGE} AS serve-venv
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends binutils \
+ && rm -rf /var/lib/apt/lists/*
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_NO_COMPILE=1
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY service service
+COPY modelrepo modelrepo
+COPY deploy/image/trim_venv.sh /usr/local/bin/
+RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,cpu]' \
+ && /venv/bin/pip uninstall -y -q pip setuptools wheel \
+ && find /venv/lib -depth -type d -name tests -exec rm -rf {} + \
+ && rm -rf /venv/lib/python3.11/site-packages/tornado/test \
+ && find /venv/lib -name '*.pyi' -delete \
+ && find /venv -name '*.pyc' -delete \
+ && trim_venv.sh /venv
+
 # --- runtime (the default target): serve + cpu extras only (no torch), non-root ---------------
 # The model repository is the one the build stage exported; mount another at /models to serve it.
 FROM ${PYTHON_IMAGE} AS runtime
@@ -67,18 +89,17 @@ ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CH
     BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODEL_NAME=digits \
     BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 VAE_GRPC_PORT=8001
 WORKDIR /app
+COPY --from=serve-venv /venv /venv
 COPY pyproject.toml constraints.txt README.md ./
 COPY service service
 COPY modelrepo modelrepo
-# no compilers, no pip cache, no torch; pip itself leaves too (nothing installs at run time),
-# and so do the packages' own test suites and type stubs (~23 MB, never imported)
-RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,cpu]' \
- && /venv/bin/pip uninstall -y -q pip setuptools wheel \
- && find /venv/lib -depth -type d -name tests -exec rm -rf {} + \
- && rm -rf /venv/lib/python3.11/site-packages/tornado/test \
- && find /venv/lib -name '*.pyi' -delete \
- && useradd --uid 10001 --no-create-home vae
 COPY --from=build /models /models
+COPY deploy/image/warm_bytecode.py deploy/image/
+# uid 10001 cannot write __pycache__: one start of the CMD as root, every door called, writes
+# the bytecode of exactly what a serving process imports (a failing call fails the build)
+RUN /venv/bin/python deploy/image/warm_bytecode.py \
+ && rm -rf /tmp/bentoml \
+ && useradd --uid 10001 --no-create-home vae
 USER 10001
 EXPOSE 3000 8001
 # host and ports: BENTOML_HOST/BENTOML_PORT (read by `bentoml serve`), VAE_GRPC_HOST/VAE_GRPC_PORT

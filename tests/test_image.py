@@ -104,6 +104,26 @@ def test_runs_as_its_non_root_user_without_torch(box, served):
     assert r.returncode != 0 and "No module named 'torch'" in r.stderr
 
 
+# imports what a worker imports, then lists the imported source files that have no bytecode
+_NO_BYTECODE = """
+import importlib.util, os, sys
+import bentoml, service.app, service.healthcheck, uvicorn
+files = [getattr(m, "__file__", None) or "" for m in list(sys.modules.values())]
+print([f for f in files if f.endswith(".py")
+       and not os.path.exists(importlib.util.cache_from_source(f))])
+"""
+
+
+def test_the_serving_imports_have_bytecode_its_user_need_not_write(box):
+    """pip compiled nothing in the runtime image; its build's warm start did, for what a server
+    imports. uid 10001 cannot write __pycache__, so a gap would be compiled at every start."""
+    if box.kind == "bento":
+        pytest.skip("BentoML's image keeps pip's bytecode for every installed module")
+    r = box.run(["/venv/bin/python", "-c", _NO_BYTECODE])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout
+
+
 def _uid(pid: int) -> int | None:
     try:
         status = open(f"/proc/{pid}/status").read()
