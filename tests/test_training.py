@@ -182,6 +182,27 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(v, resumed["last_state_dict"][k]), k
 
 
+def test_a_finished_run_resumes_from_where_it_stopped_not_from_the_chosen_weights(
+        tmp_path, monkeypatch):
+    """The checkpoint exports the chosen (best) weights; `last_state_dict`, what --resume
+    continues from, must still be the weights the last epoch ended with."""
+    import training.train as tt
+
+    real = tt.elbo_terms
+    figures = iter([3.0, 1.0, 2.0, 4.0] * 2)  # held-out -ELBO: epoch 2 is the best
+
+    def scripted(model, x):
+        return {**real(model, x), "neg_elbo": next(figures)}  # same computation, same RNG
+
+    monkeypatch.setattr(tt, "elbo_terms", scripted)
+    chosen = train(_cfg(tmp_path, "b", epochs=4))
+    last = train(_cfg(tmp_path, "l", epochs=4, select="last"))
+    assert chosen["state"]["best"] == 1.0 and last["state"]["best"] == 4.0
+    assert any(not torch.equal(v, chosen["state_dict"][k]) for k, v in last["state_dict"].items())
+    for k, v in last["state_dict"].items():
+        assert torch.equal(v, chosen["last_state_dict"][k]), k
+
+
 def test_eval_every_evaluates_and_saves_on_its_epochs_and_the_last(tmp_path):
     out = train(_cfg(tmp_path, "v", epochs=5, eval_every=2))
     evaluated = [h["epoch"] for h in out["state"]["history"] if "heldout_neg_elbo" in h]

@@ -36,12 +36,15 @@ def extras(adversary: Adversary | None, fnet_payload: dict | None,
 
 def payload(model: VAE, best: dict, opt: torch.optim.Optimizer, gen: torch.Generator,
             state: dict, mcfg: ModelConfig, cfg: Any, data: Dataset,
-            metrics: dict | None = None, extras: dict | None = None) -> dict:
-    """Everything a checkpoint holds (cfg: the TrainConfig)."""
+            metrics: dict | None = None, extras: dict | None = None,
+            last: dict | None = None) -> dict:
+    """Everything a checkpoint holds (cfg: the TrainConfig); `last`: the weights training
+    stopped at when `model` already holds the chosen ones (the end of a run)."""
     return (extras or {}) | {
         "format": "vae-checkpoint/1",
         "state_dict": best,  # what export uses: the best held-out weights
-        "last_state_dict": model.state_dict(),  # what --resume continues from
+        # what --resume continues from
+        "last_state_dict": model.state_dict() if last is None else last,
         "optimizer": opt.state_dict(),
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),

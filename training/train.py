@@ -221,6 +221,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             break
     if cfg.shard_log:
         ddp.write_shard_log(cfg.shard_log, rank, seen, model)
+    last_weights = copy.deepcopy(model.state_dict())  # --resume continues from these
     model.load_state_dict(best_weights)
     payload = {}
     if rank == 0:
@@ -231,7 +232,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         metrics["train_seconds"] = time.perf_counter() - t0
         metrics["epochs"] = state["epoch"]
         payload = checkpoint.payload(model, best_weights, opt, gen, state, mcfg, cfg, data,
-                                     metrics, checkpoint.extras(adversary, fnet_payload, ema))
+                                     metrics, checkpoint.extras(adversary, fnet_payload, ema),
+                                     last=last_weights)
         checkpoint.save(out, payload)
         (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     ddp.teardown(world)
