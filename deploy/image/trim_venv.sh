@@ -13,7 +13,7 @@ find "$SP" -name '*.so' -type f ! -path '*.libs/*' | while read -r f; do
     strip --strip-debug "$f" && echo "$f" >>"$LIST"
   fi
 done
-"$VENV/bin/python" - "$SP" "$LIST" <<'PY'
+"$VENV/bin/python" -B - "$SP" "$LIST" <<'PY'  # -B: no bytecode (the warm start decides)
 import importlib, pathlib, sys
 sp, listed = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text().split()
 optional = []
