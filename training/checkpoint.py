@@ -13,7 +13,7 @@ import torch
 
 from training.adversarial import Adversary
 from training.data import Dataset
-from training.model import VAE, ModelConfig
+from training.model import ModelConfig
 
 
 def save(path: Path, payload: dict) -> None:
@@ -34,17 +34,15 @@ def extras(adversary: Adversary | None, fnet_payload: dict | None,
     return found | ({} if fnet_payload is None else {"feature_net": fnet_payload})
 
 
-def payload(model: VAE, best: dict, opt: torch.optim.Optimizer, gen: torch.Generator,
+def payload(last: dict, best: dict, opt: torch.optim.Optimizer, gen: torch.Generator,
             state: dict, mcfg: ModelConfig, cfg: Any, data: Dataset,
-            metrics: dict | None = None, extras: dict | None = None,
-            last: dict | None = None) -> dict:
-    """Everything a checkpoint holds (cfg: the TrainConfig); `last`: the weights training
-    stopped at when `model` already holds the chosen ones (the end of a run)."""
+            metrics: dict | None = None, extras: dict | None = None) -> dict:
+    """Everything a checkpoint holds (cfg: the TrainConfig): `last` the weights training has
+    reached (what --resume continues from), `best` the chosen ones (what export uses)."""
     return (extras or {}) | {
         "format": "vae-checkpoint/1",
-        "state_dict": best,  # what export uses: the best held-out weights
-        # what --resume continues from
-        "last_state_dict": model.state_dict() if last is None else last,
+        "state_dict": best,
+        "last_state_dict": last,
         "optimizer": opt.state_dict(),
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),

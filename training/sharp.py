@@ -5,8 +5,8 @@
 
 Each variant starts from configs/mnist.toml (same data split, seed, architecture) and gets the
 epochs that fit 12 minutes on 2 cores (a 15-minute budget, 20 % margin) at its own cost per
-epoch; all four share one
-feature network (trained first, reused), so their feature-FIDs are measured in the same space.
+epoch; all four share one feature network (trained first, reused), so their feature-FIDs are
+measured in the same space.
 Every run keeps its last weights (`--select last`): the best held-out -ELBO would pick the
 epoch before the sharpening terms had their say.
 """

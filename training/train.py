@@ -215,7 +215,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
         state["history"].append(row)
         if rank == 0 and evaluate:
             checkpoint.save(out, checkpoint.payload(
-                model, best_weights, opt, gen, state, mcfg, cfg, data,
+                model.state_dict(), best_weights, opt, gen, state, mcfg, cfg, data,
                 extras=checkpoint.extras(adversary, fnet_payload, ema)))
         if stop:
             break
@@ -231,9 +231,9 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             metrics["feature_net_accuracy"] = accuracy(fnet, x_held.numpy(), y_held)
         metrics["train_seconds"] = time.perf_counter() - t0
         metrics["epochs"] = state["epoch"]
-        payload = checkpoint.payload(model, best_weights, opt, gen, state, mcfg, cfg, data,
-                                     metrics, checkpoint.extras(adversary, fnet_payload, ema),
-                                     last=last_weights)
+        payload = checkpoint.payload(last_weights, best_weights, opt, gen, state, mcfg, cfg,
+                                     data, metrics,
+                                     checkpoint.extras(adversary, fnet_payload, ema))
         checkpoint.save(out, payload)
         (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     ddp.teardown(world)
