@@ -178,6 +178,9 @@ def test_image_save_writes_an_archive_docker_and_podman_load(box, tmp_path):
     loaded = subprocess.run(["podman", "load", "-q", "-i", str(tar)], capture_output=True,
                             text=True, check=True).stdout
     assert "vae-serving:latest" in loaded
-    ids = [image.buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", name)
-           .stdout.strip() for name in (box.image, "docker.io/library/vae-serving:latest")]
+    try:
+        ids = [image.buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", name)
+               .stdout.strip() for name in (box.image, "docker.io/library/vae-serving:latest")]
+    finally:  # only the tag goes (the image keeps its own); left, it pins every old build
+        image.buildah("rmi", "docker.io/library/vae-serving:latest")
     assert ids[0] == ids[1]

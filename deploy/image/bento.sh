@@ -11,6 +11,8 @@ BIN=${BIN:-.venv/bin}
 BASE=localhost/debian-python:3.11-bookworm
 PIP_BASE=$BASE-pip
 bentofile=bentofile.yaml
+. deploy/image/superseded.sh
+old=$(image_ids "$TAG")
 
 if ! timeout 60 buildah pull -q docker.io/library/python:3.11-slim >/dev/null 2>&1; then
   buildah inspect --type image "$BASE" >/dev/null 2>&1 || deploy/image/debian-base.sh "$BASE"
@@ -38,3 +40,5 @@ CA=/etc/ssl/certs/ca-certificates.crt
 "$BIN/bentoml" containerize vae:image --backend buildah --image-tag "$TAG" \
   --opt isolation=chroot --opt network=host --opt format=docker \
   $([[ -f $CA ]] && echo --opt "volume=$CA:$CA:ro")
+# shellcheck disable=SC2086  # one ID per word
+drop_superseded $old

@@ -11,7 +11,13 @@ TARGET=${1:?target}
 TAG=${2:?tag}
 cd "$(dirname "$0")/../.."
 BASE=localhost/debian-python:3.11-bookworm
-args=(--isolation chroot --network host --format docker --layers --target "$TARGET" -t "$TAG")
+args=(--isolation chroot --network host --format docker --layers)
+# The stages the target is built from are tagged too (STAGES below), so that a rebuild can drop
+# the chains it supersedes (superseded.sh) while the current ones stay as its layer cache.
+STAGE_REPO=${STAGE_REPO:-localhost/vae-serving-stage}
+STAGES=(build)
+[[ $TARGET == runtime ]] && STAGES+=(serve-venv)
+. deploy/image/superseded.sh
 
 if [[ -z "${PYTHON_IMAGE:-}" ]]; then
   if buildah inspect --type image docker.io/library/python:3.11-slim-bookworm >/dev/null 2>&1 ||
@@ -31,5 +37,21 @@ fi
 CA=/etc/ssl/certs/ca-certificates.crt
 [[ -f $CA ]] && args+=(--volume "$CA:$CA:ro")
 
-echo "buildah bud ${args[*]} ."
-buildah bud "${args[@]}" .
+# a cold build of the runtime target holds ~8 GB in vfs storage: say so before pip fills the disk
+graphroot=$(buildah info --format '{{index .store "GraphRoot"}}' 2>/dev/null || echo /var/lib/containers)
+free_gb=$(df -P --block-size=1G "$graphroot" | awk 'NR == 2 {print $4}')
+if (( free_gb < ${IMAGE_MIN_FREE_GB:-8} )); then
+  echo "build.sh: only ${free_gb} GB free under $graphroot; a cold build needs ~8 GB with the" \
+       "vfs driver (IMAGE_MIN_FREE_GB overrides; 'buildah images' lists what takes the space)" >&2
+  exit 1
+fi
+
+old=$(image_ids "$TAG" "${STAGES[@]/#/$STAGE_REPO:}")
+for stage in "${STAGES[@]}"; do
+  echo "buildah bud ${args[*]} --target $stage -t $STAGE_REPO:$stage ."
+  buildah bud "${args[@]}" --target "$stage" -t "$STAGE_REPO:$stage" .
+done
+echo "buildah bud ${args[*]} --target $TARGET -t $TAG ."
+buildah bud "${args[@]}" --target "$TARGET" -t "$TAG" .
+# shellcheck disable=SC2086  # one ID per word
+drop_superseded $old
