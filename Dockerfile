@@ -19,12 +19,14 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TORCH_FIND_LINKS=
 ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-COPY pyproject.toml constraints.txt README.md ./
+# README.md is only the package's long description: each stage that pip-installs the project
+# writes an empty one, so that editing the README retrains and reinstalls nothing
+COPY pyproject.toml constraints.txt ./
 COPY training training
 COPY export export
 COPY modelrepo modelrepo
 COPY configs configs
-RUN python -m venv /venv \
+RUN touch README.md && python -m venv /venv \
  && /venv/bin/pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} \
       ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} -c constraints.txt '.[train]'
 RUN /venv/bin/python -m training --config configs/digits.toml --out runs/digits/checkpoint.pt \
@@ -44,10 +46,10 @@ ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CH
     BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 VAE_GRPC_PORT=8001 \
     VAE_PROVIDER=auto
 WORKDIR /app
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt ./
 COPY service service
 COPY modelrepo modelrepo
-RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,gpu]' \
+RUN touch README.md && python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,gpu]' \
  && /venv/bin/pip uninstall -y -q pip setuptools wheel \
  && find /venv/lib -path '*/site-packages/nvidia/*' -name 'lib*.so*' -printf '%h\n' | sort -u \
       > /etc/ld.so.conf.d/nvidia-wheels.conf \
@@ -70,11 +72,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends binutils \
  && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_NO_COMPILE=1
 WORKDIR /app
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt ./
 COPY service service
 COPY modelrepo modelrepo
 COPY deploy/image/trim_venv.sh /usr/local/bin/
-RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,cpu]' \
+RUN touch README.md && python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,cpu]' \
  && /venv/bin/pip uninstall -y -q pip setuptools wheel \
  && find /venv/lib -depth -type d -name tests -exec rm -rf {} + \
  && rm -rf /venv/lib/python3.11/site-packages/tornado/test \
@@ -90,7 +92,6 @@ ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CH
     BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 VAE_GRPC_PORT=8001
 WORKDIR /app
 COPY --from=serve-venv /venv /venv
-COPY pyproject.toml constraints.txt README.md ./
 COPY service service
 COPY modelrepo modelrepo
 COPY --from=build /models /models

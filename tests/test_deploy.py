@@ -169,8 +169,9 @@ def test_runtime_stage_install_serves_without_torch(trained, tmp_path):
     app = tmp_path / "app"
     for part in ("service", "modelrepo"):
         shutil.copytree(ROOT / part, app / part, ignore=shutil.ignore_patterns("__pycache__"))
-    for f in ("pyproject.toml", "constraints.txt", "README.md"):
+    for f in ("pyproject.toml", "constraints.txt"):
         shutil.copy(ROOT / f, app)
+    (app / "README.md").touch()  # the stage writes an empty one (the long description only)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], check=True)
     r = _run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "-c",
