@@ -46,15 +46,17 @@ ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CH
     BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 VAE_GRPC_PORT=8001 \
     VAE_PROVIDER=auto
 WORKDIR /app
+# the project's code is not in the install (its packages are absent here: only its dependencies
+# and its version's metadata go into /venv), so a change to service/ reinstalls nothing
 COPY pyproject.toml constraints.txt ./
-COPY service service
-COPY modelrepo modelrepo
 RUN touch README.md && python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,gpu]' \
  && /venv/bin/pip uninstall -y -q pip setuptools wheel \
  && find /venv/lib -path '*/site-packages/nvidia/*' -name 'lib*.so*' -printf '%h\n' | sort -u \
       > /etc/ld.so.conf.d/nvidia-wheels.conf \
  && ldconfig \
  && useradd --uid 10001 --no-create-home vae
+COPY service service
+COPY modelrepo modelrepo
 COPY --from=build /models /models
 USER 10001
 EXPOSE 3000 8001
@@ -72,9 +74,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends binutils \
  && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_NO_COMPILE=1
 WORKDIR /app
+# the dependencies and the project's metadata (its version, for V2 server metadata) only: its
+# packages are not copied here, so the runtime stage's /app/service is the one copy and a
+# change to service/ rebuilds the runtime stage alone
 COPY pyproject.toml constraints.txt ./
-COPY service service
-COPY modelrepo modelrepo
 COPY deploy/image/trim_venv.sh /usr/local/bin/
 RUN touch README.md && python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,cpu]' \
  && /venv/bin/pip uninstall -y -q pip setuptools wheel \

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -165,23 +166,32 @@ def test_prometheus_scrapes_the_running_service(trained, tmp_path):
 
 
 def test_runtime_stage_install_serves_without_torch(trained, tmp_path):
-    """What the Dockerfile's runtime stage installs, in a fresh venv: serves a correct /encode."""
-    app = tmp_path / "app"
+    """What the Dockerfile's serve-venv stage installs, in a fresh venv, from a folder holding
+    only what it copies (no code: dependencies and the project's metadata), running the code
+    the runtime stage copies: serves a correct /encode and V2 metadata with the version."""
+    deps, app = tmp_path / "deps", tmp_path / "app"
+    deps.mkdir()
+    for f in ("pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / f, deps)
+    (deps / "README.md").touch()  # the stage writes an empty one (the long description only)
     for part in ("service", "modelrepo"):
         shutil.copytree(ROOT / part, app / part, ignore=shutil.ignore_patterns("__pycache__"))
-    for f in ("pyproject.toml", "constraints.txt"):
-        shutil.copy(ROOT / f, app)
-    (app / "README.md").touch()  # the stage writes an empty one (the long description only)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], check=True)
     r = _run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "-c",
-              "constraints.txt", ".[serve,cpu]"], cwd=app, timeout=900)
+              "constraints.txt", ".[serve,cpu]"], cwd=deps, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert _run([str(venv / "bin" / "python"), "-c", "import torch"]).returncode != 0
+    site = _run([str(venv / "bin" / "python"), "-c",
+                 "import site; print(site.getsitepackages()[0])"], check=True).stdout.strip()
+    assert not (Path(site) / "service").exists()  # the one copy is the runtime stage's
     srv = Server(trained["repository"], bentoml=venv / "bin" / "bentoml", cwd=app)
     with srv:
         x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
         got = httpx.post(srv.url + "/encode", json={"inputs": x.tolist()}, timeout=30).json()
+        meta = httpx.get(srv.url + "/v2", timeout=30).json()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["version"] == project["version"]
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(trained["version_dir"] / "encoder.onnx"))
