@@ -1,5 +1,5 @@
 # Sourced by build.sh and bento.sh. The vfs storage driver (the one that works here) keeps every
-# layer as a full copy of the file tree: one cold build of the runtime image holds ~8 GB, and each
+# layer as a full copy of the file tree: one cold build of the runtime image adds ~7 GB, and each
 # rebuild left the previous chain behind untagged until the disk filled. These two functions let a
 # build drop exactly what its own tags pointed to before and no longer do, and nothing else of
 # the storage (other projects' images, images still tagged elsewhere, the current build's cache).
