@@ -178,7 +178,7 @@ bento-image: model image-deps
 
 test-image: install image bento-image
 	VAE_IMAGE_TEST=1 VAE_IMAGE=$(IMAGE) VAE_BENTO_IMAGE=$(BENTO_IMAGE) \
-	  $(BIN)/python -m pytest -q tests/test_image.py
+	  $(BIN)/python -m pytest -q tests/test_image.py tests/test_image_build.py
 
 image-figures: install image
 	$(BIN)/python -m benchmarks.image_figures --image $(IMAGE)

@@ -19,6 +19,19 @@ STAGES=(build)
 [[ $TARGET == runtime ]] && STAGES+=(serve-venv)
 . deploy/image/superseded.sh
 
+# a cold build of the runtime target adds ~7 GB to vfs storage (7.2 measured): stop before pip
+# fills the disk rather than in the middle
+graphroot=$(buildah info --format '{{index .store "GraphRoot"}}' 2>/dev/null || echo /var/lib/containers)
+mkdir -p "$graphroot"  # a storage never used yet may not exist: df needs the path
+free_gb=$(df -P --block-size=1G "$graphroot" | awk 'NR == 2 {print $4}')
+min_gb=${IMAGE_MIN_FREE_GB:-8}
+if (( free_gb < min_gb )); then
+  echo "build.sh: ${free_gb} GB free under $graphroot, below the ${min_gb} GB this build asks" \
+       "(IMAGE_MIN_FREE_GB): a cold build adds ~7 GB with the vfs driver; 'buildah images'" \
+       "lists what takes the space" >&2
+  exit 1
+fi
+
 if [[ -z "${PYTHON_IMAGE:-}" ]]; then
   if buildah inspect --type image docker.io/library/python:3.11-slim-bookworm >/dev/null 2>&1 ||
      timeout 60 buildah pull -q docker.io/library/python:3.11-slim-bookworm >/dev/null 2>&1; then
@@ -36,16 +49,6 @@ if [[ -n "$links" ]] && compgen -G "$links/torch-2.13.0+cpu-*.whl" >/dev/null; t
 fi
 CA=/etc/ssl/certs/ca-certificates.crt
 [[ -f $CA ]] && args+=(--volume "$CA:$CA:ro")
-
-# a cold build of the runtime target adds ~7 GB to vfs storage (7.2 measured): stop before pip
-# fills the disk rather than in the middle
-graphroot=$(buildah info --format '{{index .store "GraphRoot"}}' 2>/dev/null || echo /var/lib/containers)
-free_gb=$(df -P --block-size=1G "$graphroot" | awk 'NR == 2 {print $4}')
-if (( free_gb < ${IMAGE_MIN_FREE_GB:-8} )); then
-  echo "build.sh: only ${free_gb} GB free under $graphroot; a cold build needs ~7 GB with the" \
-       "vfs driver (IMAGE_MIN_FREE_GB overrides; 'buildah images' lists what takes the space)" >&2
-  exit 1
-fi
 
 old=$(image_ids "$TAG" "${STAGES[@]/#/$STAGE_REPO:}")
 for stage in "${STAGES[@]}"; do
