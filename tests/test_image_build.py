@@ -32,10 +32,6 @@ def commit(tag: str | None, label: str) -> str:
         image.buildah("rm", c)
 
 
-def exists(image_id: str) -> bool:
-    return image.buildah("inspect", "--type", "image", image_id, check=False).returncode == 0
-
-
 def superseded(script: str) -> subprocess.CompletedProcess:
     script = f"set -euo pipefail; . deploy/image/superseded.sh; {script}"
     return subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True,
@@ -57,9 +53,9 @@ def test_a_rebuild_removes_only_what_its_own_tags_superseded():
         assert sorted(old) == sorted([old_ours, old_shared])
         made += [commit(ours, "3"), commit(shared, "4")]  # the rebuild moves both tags
         out = superseded(f"drop_superseded {' '.join(old)}").stdout
-        assert not exists(old_ours) and f"removed superseded image {old_ours[:12]}" in out
-        assert exists(old_shared) and exists(stray)  # tagged elsewhere / not ours
-        assert exists(ours) and exists(shared)
+        assert not image.available(old_ours) and f"removed superseded image {old_ours[:12]}" in out
+        assert image.available(old_shared) and image.available(stray)  # tagged elsewhere / not ours
+        assert image.available(ours) and image.available(shared)
         again = superseded(f"drop_superseded {' '.join(old)}").stdout  # nothing left to do
         assert again == ""
     finally:
