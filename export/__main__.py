@@ -8,7 +8,7 @@ import logging
 
 from export.onnx_export import export_checkpoint, log
 from modelrepo.manifest import Manifest
-from modelrepo.repository import MANIFEST
+from modelrepo.repository import MANIFEST, model_name_arg
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
                                 description="Checkpoint -> models/<name>/<version>/")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--repository", default="models")
-    p.add_argument("--name", required=True)
+    p.add_argument("--name", required=True, type=model_name_arg)
     p.add_argument("--version", type=int, default=None, help="default: the next free integer")
     p.add_argument("--variants", default="fp16,int8", help="comma-separated; '' for none")
     p.add_argument("--reload-data", action="store_true",

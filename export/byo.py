@@ -35,7 +35,7 @@ from export.onnx_export import (
 from export.reference import write_reference
 from export.variants import build_variants
 from modelrepo.manifest import FileEntry, InputSpec
-from modelrepo.repository import next_version, publish, sha256_file, staging_dir
+from modelrepo.repository import model_name_arg, next_version, publish, sha256_file, staging_dir
 
 LOG_2PI = math.log(2 * math.pi)
 P_MAX = 1.0 - 2.0**-24  # the largest float32 below 1: log(1 - p) stays finite
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--obs-sigma", type=float, default=None)
     p.add_argument("--data", help="reference set: .npy/.npz, an IDX folder or an image folder")
     p.add_argument("--repository", default="models")
-    p.add_argument("--name", required=True)
+    p.add_argument("--name", required=True, type=model_name_arg)
     a = p.parse_args(argv)
     try:
         enc, dec = _factory(a.factory, a.weights)

@@ -29,7 +29,7 @@ from onnx.reference import ReferenceEvaluator
 
 from export.onnx_export import check_graph, decoder_outputs, graph_entry, write_manifest
 from modelrepo.manifest import InputSpec, Parity
-from modelrepo.repository import next_version, publish, staging_dir
+from modelrepo.repository import model_name_arg, next_version, publish, staging_dir
 
 TOLERANCE = 1e-4
 BATCHES = [1, 7]
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--obs-sigma", type=float, default=None)
     p.add_argument("--encoder-outputs", default=None, help="mu,logvar output names")
     p.add_argument("--repository", default="models")
-    p.add_argument("--name", required=True)
+    p.add_argument("--name", required=True, type=model_name_arg)
     a = p.parse_args(argv)
     try:
         path = import_onnx(a.encoder, a.decoder, input_shape=[int(d) for d in

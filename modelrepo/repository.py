@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from pydantic import ValidationError
 from modelrepo.manifest import Manifest
 
 MANIFEST = "manifest.json"
+# Model names (folders of the repository): also the first part of the V2 names `m.encoder`, so no
+# dot; lower case so that names are the same on every file system and in every URL.
+MODEL_NAME_RULE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 class ModelRepositoryError(Exception):
@@ -41,6 +45,38 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a model name (None: it can)."""
+    if MODEL_NAME_RULE.fullmatch(name):
+        return None
+    return (f"model name {name[:80]!r} breaks the naming rule {MODEL_NAME_RULE.pattern} "
+            "(lower-case letters, digits, '_' and '-', at most 63 characters)")
+
+
+def model_name_arg(value: str) -> str:
+    """argparse `type=` for a model name: a usage error (exit 2, one line) when it breaks the
+    rule, before any work."""
+    import argparse
+
+    problem = name_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def list_models(repository: str | Path) -> tuple[list[str], list[str]]:
+    """-> (model folders whose names follow the rule, sorted; folders that break it). Hidden
+    folders (staging, .git) are neither."""
+    root = Path(repository)
+    if not root.is_dir():
+        return [], []
+    good, bad = [], []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and not p.name.startswith("."):
+            (good if name_problem(p.name) is None else bad).append(p.name)
+    return good, bad
 
 
 def list_versions(repository: str | Path, name: str) -> list[int]:
@@ -88,6 +124,9 @@ def load_version(repository: str | Path, name: str, version: int) -> ModelVersio
 
 def staging_dir(repository: str | Path, name: str) -> Path:
     """A fresh hidden folder beside the versions, on the same file system (atomic rename)."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise ModelRepositoryError(f"cannot export: {problem}")
     folder = Path(repository) / name
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".staging-{uuid.uuid4().hex}"

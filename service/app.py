@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 
 import bentoml
 
@@ -29,8 +30,8 @@ from service.lifecycle.auth import BearerAuth
 from service.lifecycle.drain import Drain
 from service.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, flush_metrics
 from service.operations.api import Operations
-from service.runtime.engine import ModelRuntime, ModelSet
-from service.runtime.watcher import RepositoryWatcher
+from service.runtime.engine import ModelRuntime
+from service.runtime.registry import ModelRegistry
 
 log = logging.getLogger("vae.service")
 # uvicorn formats an access line per request whenever its logger has a handler anywhere up the
@@ -40,10 +41,13 @@ logging.getLogger("uvicorn.access").propagate = False
 SETTINGS = load_settings()
 
 
-def _load_or_refuse() -> ModelSet:
-    """Load, verify and warm the configured versions; refuse to serve a bad model."""
+def _load_or_refuse(on_loaded: Callable[[ModelRuntime], None] = lambda rt: None,
+                    on_retired: Callable[[ModelRuntime], None] = lambda rt: None) \
+        -> ModelRegistry:
+    """Load, verify and warm the configured models and versions; refuse to serve a bad model
+    that was named (with VAE_MODELS=* a bad model is refused alone, logged)."""
     try:
-        return ModelSet.load(SETTINGS)
+        return ModelRegistry.load(SETTINGS, on_loaded, on_retired)
     except ModelRepositoryError as exc:
         log.error("refusing to start: %s", exc)
         raise SystemExit(f"refusing to start: {exc}") from exc
@@ -64,34 +68,37 @@ class VAEService:
     def verify_repository() -> None:
         """Runs once in the main process before any worker: a bad model or a taken gRPC port
         stops `bentoml serve` with a non-zero exit instead of workers restarting forever."""
-        models = _load_or_refuse()
+        registry = _load_or_refuse()
         v2_grpc.check_settings(SETTINGS)
         BearerAuth.from_settings(SETTINGS)  # a token file that cannot be read stops the start
-        rt = models.get(None)
         grpc_at = f"{SETTINGS.grpc_host}:{SETTINGS.grpc_port}" if SETTINGS.grpc else "off"
-        print(f"vae: serving model {SETTINGS.model_name} version {rt.manifest.version} "
-              f"(versions {sorted(models.runtimes)}) from {SETTINGS.model_repository}: "
-              f"input [N, {', '.join(map(str, rt.shape))}], latent {rt.latent_dim}; "
-              f"gRPC (KServe V2) {grpc_at}", flush=True)
+        for name, ms in sorted(registry.models.items()):
+            rt = ms.get(None)
+            default = " (default)" if name == registry.default_name and \
+                len(registry.models) > 1 else ""
+            print(f"vae: serving model {name}{default} version {rt.manifest.version} "
+                  f"(versions {ms.versions}) from {SETTINGS.model_repository}: "
+                  f"input [N, {', '.join(map(str, rt.shape))}], latent {rt.latent_dim}; "
+                  f"gRPC (KServe V2) {grpc_at}", flush=True)
+        if not registry.models:
+            print(f"vae: no model served yet from {SETTINGS.model_repository} (VAE_MODELS=*: "
+                  f"folders that appear are served); gRPC (KServe V2) {grpc_at}", flush=True)
 
     def __init__(self) -> None:
         self.settings = SETTINGS
-        self.models = _load_or_refuse()  # each worker verifies and warms its own sessions
-        self.ops = Operations(self.models, SETTINGS)
-        self.watcher = RepositoryWatcher(self.models, SETTINGS,
-                                         on_loaded=lambda rt: _model_info(rt, 1),
-                                         on_retired=lambda rt: _model_info(rt, 0))
+        # each worker verifies and warms its own sessions
+        self.registry = _load_or_refuse(on_loaded=lambda rt: _model_info(rt, 1),
+                                        on_retired=lambda rt: _model_info(rt, 0))
+        self.ops = Operations(self.registry, SETTINGS)
         self.grpc_server = None
         self.orphan_watch: asyncio.Task | None = None
         self.drain = Drain()
-        for rt in self.models.runtimes.values():
-            _model_info(rt, 1)
 
     @bentoml.on_startup
     async def start_background(self) -> None:
         """In the worker's event loop: the repository poller and the gRPC server, so both
         share this worker's batchers with the HTTP door."""
-        self.watcher.start()
+        self.registry.start()
         self.drain.install(SETTINGS.drain_s)  # SIGTERM: not ready at once, stop drain_s later
         self.orphan_watch = self.drain.watch_parent()  # the arbiter killed: workers follow
         if SETTINGS.gc_gen0_threshold:  # see config.py: p99 latency, not memory, is at stake
@@ -103,7 +110,7 @@ class VAEService:
 
     @bentoml.on_shutdown
     async def stop_background(self) -> None:
-        await self.watcher.stop()
+        await self.registry.stop()
         if self.orphan_watch is not None:
             self.orphan_watch.cancel()
         if self.grpc_server is not None:
@@ -114,8 +121,9 @@ class VAEService:
         """Why this worker is not ready (None: ready). Loading verifies and warms every
         version in __init__; draining (after SIGTERM) is not ready: balancers stop sending
         while requests are still served. BentoML's /readyz, V2 REST and gRPC ask this."""
-        if not self.models.runtimes:
-            return "no model version is loaded yet"
+        reason = self.registry.not_ready_because()
+        if reason is not None:
+            return reason
         if self.drain.draining:
             return "draining: this replica is shutting down (it still serves requests)"
         return None

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelrepo.repository import name_problem
+
 
 def _f(default: object, doc: str, **limits: object) -> object:
     return Field(default, description=doc, **limits)
@@ -25,7 +27,13 @@ class Settings(BaseSettings):
     model_repository: str = _f("models", "repository folder (relative: from the working "
                                "directory, else from beside the service's code, as in a "
                                "bento's `src/`)")
-    model_name: str = _f("digits", "model name inside it")
+    model_name: str = _f("digits", "model name inside it, when `VAE_MODELS` is unset")
+    models: str = _f("", "models to serve: comma-separated names, or `*` for every model "
+                     "folder of the repository, including folders that appear or disappear "
+                     "while the service runs (empty: `VAE_MODEL_NAME` alone)")
+    default_model: str = _f("", "the model answering requests that name none (empty: the "
+                            "first name of `VAE_MODELS`, or with `*` the alphabetically first "
+                            "model served)")
 
     model_versions: str = _f("latest", "`latest`, `all`, or a list such as `1,3`")
     provider: Literal["auto", "cpu", "cuda"] = _f(
@@ -106,6 +114,30 @@ class Settings(BaseSettings):
     grpc_tls_key: str = _f("", "PEM private key")
     grpc_tls_client_ca: str = _f("", "PEM CA: clients must present a certificate it signed")
 
+    @property
+    def model_names(self) -> list[str] | None:
+        """The names to serve, in order; None for `*` (every folder of the repository)."""
+        spec = self.models.strip()
+        if spec == "*":
+            return None
+        if not spec:
+            return [self.model_name]
+        return list(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
+
+    @model_validator(mode="after")
+    def _names_follow_the_rule(self) -> Settings:
+        names = self.model_names
+        for name in [*(names or []), *([self.default_model] if self.default_model else [])]:
+            problem = name_problem(name)
+            if problem is not None:
+                raise ValueError(f"VAE_MODELS / VAE_MODEL_NAME / VAE_DEFAULT_MODEL: {problem}")
+        if names is not None and not names:
+            raise ValueError("VAE_MODELS: no model name given (names, or `*`)")
+        if names is not None and self.default_model and self.default_model not in names:
+            raise ValueError(f"VAE_DEFAULT_MODEL: {self.default_model!r} is not one of "
+                             f"VAE_MODELS ({', '.join(names)})")
+        return self
+
     @model_validator(mode="after")
     def _beside_the_code(self) -> Settings:
         # Made absolute once: BentoML changes the working directory while it starts a bento
@@ -114,8 +146,9 @@ class Settings(BaseSettings):
         repo = Path(self.model_repository)
         if not repo.is_absolute():
             beside = Path(__file__).resolve().parents[1] / repo
-            use_beside = (not (repo / self.model_name).is_dir()
-                          and (beside / self.model_name).is_dir())
+            first = (self.model_names or [""])[0]  # with `*`: the repository folder itself
+            use_beside = (not (repo / first).is_dir()
+                          and (beside / first).is_dir())
             self.model_repository = str(beside if use_beside else repo.resolve())
         return self
 

@@ -30,30 +30,35 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    10.0, 20.0, 30.0, 60.0)
 
 # protocol: "http" (the JSON API and V2 REST on the HTTP port) or "grpc". V2 calls carry their
-# REST route as endpoint on both (e.g. /v2/models/encoder/infer); status is the HTTP status, or
-# the gRPC code name (OK, INVALID_ARGUMENT, ...) for grpc.
-REQUESTS = Counter("vae_requests", "Requests answered, by endpoint, status and protocol",
-                   ["endpoint", "status", "protocol"])
+# REST route as endpoint on both, with the V2 model's operation only (/v2/models/encoder/infer
+# also for digits.encoder); status is the HTTP status, or the gRPC code name (OK,
+# INVALID_ARGUMENT, ...) for grpc. model: the served model that answered ("" for calls that
+# concern no model, such as /metrics, or name an unknown one: the label stays bounded).
+REQUESTS = Counter("vae_requests", "Requests answered, by endpoint, status, protocol and model",
+                   ["endpoint", "status", "protocol", "model"])
 LATENCY = Histogram("vae_request_duration_seconds", "Time from request to response",
-                    ["endpoint", "protocol"], buckets=LATENCY_BUCKETS)
+                    ["endpoint", "protocol", "model"], buckets=LATENCY_BUCKETS)
 IN_FLIGHT = Gauge("vae_requests_in_flight", "Requests being processed now",
-                  ["endpoint", "protocol"], multiprocess_mode="livesum")
-ITEMS = Counter("vae_items", "Items (rows) processed", ["endpoint", "protocol"])
+                  ["endpoint", "protocol", "model"], multiprocess_mode="livesum")
+ITEMS = Counter("vae_items", "Items (rows) processed", ["endpoint", "protocol", "model"])
 MODEL_INFO = Gauge("vae_model_info", "Loaded model versions (value 1), with their identity",
                    ["name", "version", "encoder_sha256", "decoder_sha256", "provider"],
                    multiprocess_mode="max")
 MODEL_LOAD_SECONDS = Gauge("vae_model_load_seconds", "Time to load, verify and warm a version",
                            ["name", "version"], multiprocess_mode="max")
-ERRORS = Counter("vae_errors", "Error answers by endpoint, reason and protocol",
-                 ["endpoint", "reason", "protocol"])
-BATCH_ROWS = Histogram("vae_batch_rows", "Rows in one onnxruntime run, by graph", ["graph"],
+ERRORS = Counter("vae_errors", "Error answers by endpoint, reason, protocol and model",
+                 ["endpoint", "reason", "protocol", "model"])
+# One batcher per model, version and graph: these are by model and graph
+BATCH_ROWS = Histogram("vae_batch_rows", "Rows in one onnxruntime run, by model and graph",
+                       ["model", "graph"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096))
-BATCH_REQUESTS = Histogram("vae_batch_requests", "Requests merged into one run, by graph",
-                           ["graph"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128))
+BATCH_REQUESTS = Histogram("vae_batch_requests", "Requests merged into one run, by model and "
+                           "graph", ["model", "graph"],
+                           buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128))
 QUEUE_SECONDS = Histogram("vae_queue_wait_seconds", "Time a request's rows waited for a run",
-                          ["graph"], buckets=LATENCY_BUCKETS)
-COMPUTE_SECONDS = Histogram("vae_compute_seconds", "onnxruntime time of one run, by graph",
-                            ["graph"], buckets=LATENCY_BUCKETS)
+                          ["model", "graph"], buckets=LATENCY_BUCKETS)
+COMPUTE_SECONDS = Histogram("vae_compute_seconds", "onnxruntime time of one run, by model and "
+                            "graph", ["model", "graph"], buckets=LATENCY_BUCKETS)
 
 
 class _HeldBack:
@@ -181,12 +186,14 @@ class LazyGauge:
 
 
 class _Series:
-    """One endpoint's metric children, looked up once instead of on every request."""
+    """One endpoint's metric children for one model, looked up once instead of on every
+    request."""
 
-    def __init__(self, endpoint: str, protocol: str):
-        self.endpoint, self.protocol = endpoint, protocol
-        self.in_flight = LazyGauge(IN_FLIGHT.labels(endpoint, protocol))
-        self.latency = LazyHistogram(LATENCY.labels(endpoint, protocol))
+    def __init__(self, endpoint: str, protocol: str, model: str):
+        self.endpoint, self.protocol, self.model = endpoint, protocol, model
+        self.in_flight = LazyGauge(IN_FLIGHT.labels(endpoint, protocol, model))
+        self.latency = LazyHistogram(LATENCY.labels(endpoint, protocol, model))
+        self._errors: dict[str, Any] = {}
         self._requests: dict[object, LazyCounter] = {}
         self._items: LazyCounter | None = None
 
@@ -194,25 +201,39 @@ class _Series:
     def items(self) -> LazyCounter:
         """The vae_items child, created on first use (no zero series for other routes)."""
         if self._items is None:
-            self._items = LazyCounter(ITEMS.labels(self.endpoint, self.protocol))
+            self._items = LazyCounter(ITEMS.labels(self.endpoint, self.protocol, self.model))
         return self._items
 
     def requests(self, status: object) -> LazyCounter:
         if status not in self._requests:
-            self._requests[status] = LazyCounter(REQUESTS.labels(self.endpoint, str(status),
-                                                                 self.protocol))
+            self._requests[status] = LazyCounter(REQUESTS.labels(
+                self.endpoint, str(status), self.protocol, self.model))
         return self._requests[status]
 
+    def errors(self, reason: str) -> Any:
+        if reason not in self._errors:
+            self._errors[reason] = ERRORS.labels(self.endpoint, reason, self.protocol,
+                                                 self.model)
+        return self._errors[reason]
 
-_SERIES: dict[tuple[str, str], _Series] = {}
+
+_SERIES: dict[tuple[str, str, str], _Series] = {}
 
 
-def series(endpoint: str, protocol: str = "http") -> _Series:
-    """Endpoint labels are bounded (known routes, V2 templates, "other"), so is this cache."""
-    key = (endpoint, protocol)
+def series(endpoint: str, protocol: str = "http", model: str = "") -> _Series:
+    """Endpoint labels are bounded (known routes, V2 templates, "other"), model labels too
+    (served names, ""), so is this cache."""
+    key = (endpoint, protocol, model)
     if key not in _SERIES:  # (gRPC threads may race here: setdefault keeps one)
-        return _SERIES.setdefault(key, _Series(endpoint, protocol))
+        return _SERIES.setdefault(key, _Series(endpoint, protocol, model))
     return _SERIES[key]
+
+
+def forget_model(model: str) -> None:
+    """A retired model's cached children go (its series stay in the files: counters keep
+    their totals, as Prometheus expects)."""
+    for key in [k for k in _SERIES if k[2] == model]:
+        _SERIES.pop(key, None)
 
 
 def render_metrics() -> bytes:

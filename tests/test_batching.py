@@ -202,9 +202,10 @@ def test_concurrent_mixed_requests_equal_the_same_requests_alone(trained):
                                        atol=1e-5, rtol=1e-5, err_msg=f"{path} {key}")
 
     def merged(text: str) -> float:  # runs that held rows of two or more requests
-        count = re.search(r'^vae_batch_requests_count\{graph="encoder"\} (\S+)$', text, re.M)
-        single = re.search(r'^vae_batch_requests_bucket\{graph="encoder",le="1.0"\} (\S+)$',
-                           text, re.M)
+        count = re.search(r'^vae_batch_requests_count\{graph="encoder",model="digits"\} (\S+)$',
+                          text, re.M)
+        single = re.search(r'^vae_batch_requests_bucket\{graph="encoder",le="1.0",'
+                           r'model="digits"\} (\S+)$', text, re.M)
         return float(count.group(1)) - float(single.group(1))
 
     assert merged(after) - merged(before) >= 1

@@ -106,4 +106,5 @@ def test_bentoml_metrics_count_the_api_when_enabled(trained):
         counted = [float(m) for m in re.findall(
             r'^bentoml_service_request_total\{[^}]*endpoint="/sample"[^}]*\} (\S+)$', text, re.M)]
         assert sum(counted) == 3, text[:3000]
-        assert 'vae_requests_total{endpoint="/sample",protocol="http",status="200"} 3.0' in text
+        assert 'vae_requests_total{endpoint="/sample",model="digits",protocol="http",' \
+            'status="200"} 3.0' in text

@@ -145,10 +145,11 @@ def test_prometheus_scrapes_the_running_service(trained, tmp_path):
                 n = tg.InferInput("n", [1], "INT32")
                 n.set_data_from_numpy(np.array([3], np.int32))
                 g.infer("sample", [n])
-            want = {'vae_requests_total{endpoint="/sample",protocol="http",status="200"}': 5,
-                    'vae_requests_total{endpoint="/sample",protocol="http",status="400"}': 1,
-                    'vae_items_total{endpoint="/sample",protocol="http"}': 10,
-                    'vae_items_total{endpoint="/v2/models/sample/infer",protocol="grpc"}': 3,
+            req = 'vae_requests_total{endpoint="/sample",model="digits",protocol="http",status='
+            want = {req + '"200"}': 5, req + '"400"}': 1,
+                    'vae_items_total{endpoint="/sample",model="digits",protocol="http"}': 10,
+                    'vae_items_total{endpoint="/v2/models/sample/infer",model="digits",'
+                    'protocol="grpc"}': 3,
                     'up{job="vae"}': 1}
             deadline, seen = time.monotonic() + 60, {}
             while time.monotonic() < deadline:

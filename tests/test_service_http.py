@@ -217,12 +217,12 @@ def test_metrics_count_requests(client, request):
         post(client, "/decode", {"z": [[0.0] * Z] * 2})
     client.post("/decode", json={"z": "nope"})
     after = client.get("/metrics").text
-    ok = 'endpoint="/decode",protocol="http",status="200"'
-    bad = 'endpoint="/decode",protocol="http",status="400"'
+    ok = 'endpoint="/decode",model="digits",protocol="http",status="200"'
+    bad = 'endpoint="/decode",model="digits",protocol="http",status="400"'
     assert _metric(after, "vae_requests_total", ok) - _metric(before, "vae_requests_total", ok) == 3
     assert _metric(after, "vae_requests_total", bad) - _metric(before, "vae_requests_total",
                                                                 bad) == 1
-    items = 'endpoint="/decode",protocol="http"'
+    items = 'endpoint="/decode",model="digits",protocol="http"'
     assert _metric(after, "vae_items_total", items) - _metric(before, "vae_items_total",
                                                               items) == 6
     assert _metric(after, "vae_request_duration_seconds_count", items) >= 4

@@ -148,13 +148,13 @@ def test_two_workers_metrics_add_up(trained):
             time.sleep(0.3)  # the other worker writes its files within 0.1 s (metrics.py)
             text = c.get("/metrics").text
         grpc_ok = re.search(r'^vae_requests_total\{endpoint="/v2/models/sample/infer",'
-                            r'protocol="grpc",status="OK"\} (\S+)$', text, re.M)
+                            r'model="digits",protocol="grpc",status="OK"\} (\S+)$', text, re.M)
         assert grpc_ok and float(grpc_ok.group(1)) == 8
-        m = re.search(r'^vae_requests_total\{endpoint="/sample",protocol="http",status="200"\} '
-                      r'(\S+)$', text, re.M)
+        m = re.search(r'^vae_requests_total\{endpoint="/sample",model="digits",protocol="http",'
+                      r'status="200"\} (\S+)$', text, re.M)
         assert m and float(m.group(1)) == 24
-        items = re.search(r'^vae_items_total\{endpoint="/sample",protocol="http"\} (\S+)$',
-                          text, re.M)
+        items = re.search(r'^vae_items_total\{endpoint="/sample",model="digits",'
+                          r'protocol="http"\} (\S+)$', text, re.M)
         assert items and float(items.group(1)) == 48
         assert len(re.findall(r"^vae_model_info\{", text, re.M)) == 1  # one series, max-merged
 
@@ -193,14 +193,14 @@ def test_request_timeout_answers_504_and_the_server_stays_up(trained, tracing):
             assert g.is_server_live()
         time.sleep(0.3)
         metrics = httpx.get(srv.url + "/metrics").text
-        assert 'vae_requests_total{endpoint="/v2/models/encoder/infer",protocol="grpc",' \
-            'status="DEADLINE_EXCEEDED"} 1.0' in metrics or \
-            'vae_requests_total{endpoint="/v2/models/encoder/infer",protocol="grpc",' \
-            'status="CANCELLED"} 1.0' in metrics, metrics
-        assert 'vae_errors_total{endpoint="/encode",protocol="http",reason="timeout"} 1.0' \
-            in metrics, metrics
-        assert 'vae_requests_total{endpoint="/encode",protocol="http",status="504"} 1.0' \
-            in metrics
+        grpc = 'vae_requests_total{endpoint="/v2/models/encoder/infer",model="digits",' \
+            'protocol="grpc",'
+        assert grpc + 'status="DEADLINE_EXCEEDED"} 1.0' in metrics or \
+            grpc + 'status="CANCELLED"} 1.0' in metrics, metrics
+        assert 'vae_errors_total{endpoint="/encode",model="digits",protocol="http",' \
+            'reason="timeout"} 1.0' in metrics, metrics
+        assert 'vae_requests_total{endpoint="/encode",model="digits",protocol="http",' \
+            'status="504"} 1.0' in metrics
 
 
 def test_a_port_taken_before_the_server_binds_it_is_chosen_again(trained, monkeypatch):

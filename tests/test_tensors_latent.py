@@ -271,9 +271,11 @@ def test_neighbours_need_a_reference_set():
     from service.operations.api import Operations
     from service.operations.requests import Neighbors
     from service.runtime.engine import ModelSet
+    from service.runtime.registry import ModelRegistry
 
-    bare = SimpleNamespace(reference=None, manifest=SimpleNamespace(version=3))
-    ops = Operations(ModelSet("m", {3: bare}), Settings())
+    bare = SimpleNamespace(reference=None, manifest=SimpleNamespace(version=3, name="m"))
+    st = Settings(model_name="m")
+    ops = Operations(ModelRegistry(st, {"m": ModelSet("m", {3: bare})}), st)
     with pytest.raises(VersionNotFound, match="no reference set"):
         asyncio.run(ops.neighbors(Neighbors(inputs=[[0.5] * 64])))
     bare.reference = {"mu": np.zeros((2, 4), np.float32)}  # exported before logvar was stored

@@ -194,9 +194,9 @@ def test_grpc_and_http_requests_share_one_batch(server, clients, dims):
     assert batches == 1 and merged == 2
     text = httpx.get(server.url + "/metrics").text
     assert _metric(text, "vae_items_total",
-                   'endpoint="/v2/models/encoder/infer",protocol="grpc"') >= 2
+                   'endpoint="/v2/models/encoder/infer",model="digits",protocol="grpc"') >= 2
     assert _metric(text, "vae_requests_total",
-                   'endpoint="/encode",protocol="http",status="200"') >= 1
+                   'endpoint="/encode",model="digits",protocol="http",status="200"') >= 1
 
 
 def _http_error(fn) -> InferenceServerException:

@@ -66,8 +66,8 @@ def entry(stack: Any, settings: Settings) -> Any:
     if origins:
         app = CORSMiddleware(
             app, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Content-Type", "X-Request-ID", "Authorization"],
-            expose_headers=["X-Request-ID", "Retry-After", "X-Model-Version"])
+            allow_headers=["Content-Type", "X-Request-ID", "Authorization", "X-Model-Name"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Model-Version", "X-Model-Name"])
     if settings.access_log == "bentoml":
         from bentoml._internal.server.http.access import AccessLogMiddleware
 
@@ -165,8 +165,8 @@ class FrontDoor:
                 raise ApiError(f"method: {method} {path} is not served; use POST with a JSON "
                                "body ({} for the defaults)", "method")
             svc = self._service()
-            return await self._api_call(receive, headers, call, lambda body:
-                                        http_json.call(op, svc.ops, body), json_only=True)
+            return await self._api_call(receive, headers, call, lambda body: http_json.call(
+                op, svc.ops, body, call, headers.get(b"x-model-name")), json_only=True)
         if path.startswith("/v2"):
             found = v2_rest.route(method, path)
             if found is not None:
@@ -174,8 +174,8 @@ class FrontDoor:
                 svc = self._service()
                 if method == "POST":  # inference and repository calls: the API's limits
                     return await self._api_call(receive, headers, call, lambda body:
-                                                handler(svc, body, headers, **params))
-                return await handler(svc, b"", headers, **params)
+                                                handler(svc, body, headers, call, **params))
+                return await handler(svc, b"", headers, call, **params)
         if method in ("GET", "HEAD"):
             if path == "/metrics":
                 flush_metrics()  # this worker's held-back observations first

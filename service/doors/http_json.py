@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.errors import BadInput
+from service.lifecycle.calls import Call
 from service.operations.api import Operation, Operations
 from service.operations.tensors import encode_images
 
@@ -43,12 +45,24 @@ def json_bytes(out: dict[str, Any]) -> bytes:
     return orjson.dumps(out, default=_as_json, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-async def call(op: Operation, ops: Operations, body: bytes) -> Answer:
-    """One operation; ApiError for anything the client must fix."""
+async def call(op: Operation, ops: Operations, body: bytes, call: Call,
+               header_model: bytes | None = None) -> Answer:
+    """One operation; ApiError for anything the client must fix. The model is the body's
+    `model`, else the request's X-Model-Name header, else the default model."""
     req = op.parse(body)
+    if header_model is not None:
+        named = header_model.decode("latin-1")
+        if req.model is None:
+            req.model = named
+        elif req.model != named:
+            raise BadInput(f"model: {req.model[:80]!r} in the body and X-Model-Name "
+                           f"{named[:80]!r} disagree")
+    ms = ops.model_set(req.model)  # 404 naming the served models, before any work
+    call.relabel(ms.name)
     res = await op.run(ops, req)
     fields = dict(res)
     for name in op.image_outputs:
         fields[name] = encode_images(fields[name], req.output_format)
-    headers = [*JSON, (b"x-model-version", str(res.version).encode())]
+    headers = [*JSON, (b"x-model-name", res.model.encode()),
+               (b"x-model-version", str(res.version).encode())]
     return Answer(200, json_bytes(fields), headers, res.item_count)

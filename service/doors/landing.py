@@ -20,11 +20,10 @@ DOCS_HEADERS = [HEADERS[0], (b"content-security-policy", CSP.replace(
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><link rel="icon" href="data:,">
-<title>VAE serving: {name} v{version}</title></head>
+<title>VAE serving: {title}</title></head>
 <body>
 <h1>VAE serving</h1>
-<p>Model <b>{name}</b>, version <b>{version}</b> (loaded: {versions}); items [N, {shape}],
-latent size {latent}, {likelihood} likelihood.</p>
+<ul>{models}</ul>
 <ul>
 <li><a href="ui/">the latent explorer</a>: samples, interpolations, the latent map,
 posteriors and their overlap</li>
@@ -39,10 +38,25 @@ document</a>; every operation is a POST with a JSON body</li>
 """
 
 
+_MODEL = """<li>Model <b>{name}</b>{default}, version <b>{version}</b> (loaded: {versions});
+items [N, {shape}], latent size {latent}, {likelihood} likelihood.</li>"""
+
+
 def page(svc: Any) -> bytes:
-    rt = svc.models.get(None)
-    m = rt.manifest
-    return _PAGE.format(
-        name=escape(m.name), version=m.version, latent=m.latent_dim,
-        versions=", ".join(str(v) for v in sorted(svc.models.runtimes)),
-        shape=", ".join(str(d) for d in rt.shape), likelihood=escape(m.likelihood)).encode()
+    registry = svc.registry
+    rows = []
+    for name, ms in sorted(registry.models.items()):
+        if not ms.runtimes:
+            continue
+        rt = ms.get(None)
+        m = rt.manifest
+        rows.append(_MODEL.format(
+            name=escape(m.name), version=m.version, latent=m.latent_dim,
+            default=" (default)" if name == registry.default_name and len(registry.models) > 1
+            else "", versions=", ".join(str(v) for v in ms.versions),
+            shape=", ".join(str(d) for d in rt.shape), likelihood=escape(m.likelihood)))
+    default = registry.models.get(registry.default_name)
+    title = f"{default.name} v{max(default.runtimes)}" if default and default.runtimes else \
+        ", ".join(registry.names) or "no model yet"
+    return _PAGE.format(title=escape(title),
+                        models="\n".join(rows) or "<li>no model is served yet</li>").encode()

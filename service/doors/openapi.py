@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from modelrepo.repository import MODEL_NAME_RULE
 from service.doors import v2_rest
 from service.errors import KINDS
 from service.operations import v2
@@ -30,6 +31,9 @@ SWAGGER_PAGE = b"""<!DOCTYPE html>
   </body>
 </html>
 """
+V2_PATH_PARAMS = {"model": "V2 model: encoder, decoder, sample, interpolate (the default "
+                           "model's), or m.encoder ... for served model m",
+                  "version": "an integer version of the model"}
 ERROR = {"type": "object", "required": ["error"],
          "properties": {"error": {"type": "string", "description": "names the field and limit"},
                         "request_id": {"type": "string"}, "detail": {"type": "array"}}}
@@ -53,17 +57,43 @@ def _json_ok(description: str) -> dict[str, Any]:
 
 
 def document(svc: Any) -> dict[str, Any]:
-    rt = svc.models.get(None)
-    return _document(tuple(rt.shape), rt.latent_dim, svc.settings.auth_token != "" or
-                     svc.settings.auth_token_file != "")
+    """Examples are shaped for the default model (else the first served one)."""
+    registry, st = svc.registry, svc.settings
+    served = [ms for ms in (registry.models.get(registry.default_name or ""),
+                            *registry.models.values()) if ms is not None and ms.runtimes]
+    shape, latent_dim = ((1, 8, 8), 8) if not served else \
+        (tuple(served[0].get(None).shape), served[0].get(None).latent_dim)
+    names = st.model_names  # fixed names: an enum; with `*` any name of the naming rule
+    return _document(shape, latent_dim, st.auth_token != "" or st.auth_token_file != "",
+                     None if names is None else tuple(names), registry.default_name)
+
+
+def _model_field(schema: dict[str, Any], names: tuple[str, ...] | None,
+                 default: str | None) -> None:
+    """The request's `model`: the served names as an enum when they are fixed."""
+    prop = schema.get("properties", {}).get("model")
+    if prop is None:
+        return
+    string: dict[str, Any] = {"type": "string"}
+    if names is None:
+        string["pattern"] = "^" + MODEL_NAME_RULE.pattern + "$"
+    else:
+        string["enum"] = list(names)
+    prop["anyOf"] = [string, {"type": "null"}]
+    prop.pop("maxLength", None)
+    prop["description"] = (f"served model; default {default!r}" if default else
+                           "served model; default the service's default model")
 
 
 @lru_cache(maxsize=8)
-def _document(shape: tuple[int, ...], latent_dim: int, auth: bool) -> dict[str, Any]:
+def _document(shape: tuple[int, ...], latent_dim: int, auth: bool,
+              names: tuple[str, ...] | None = None, default: str | None = None
+              ) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
     for op in OPERATIONS.values():
         schema = op.request.model_json_schema(ref_template="#/components/schemas/{model}")
+        _model_field(schema, names, default)
         schemas.update(schema.pop("$defs", {}))
         schemas[op.request.__name__] = schema
         paths[op.route] = {"post": {
@@ -75,7 +105,8 @@ def _document(shape: tuple[int, ...], latent_dim: int, auth: bool) -> dict[str, 
                 "example": op.example(list(shape), latent_dim)}}},
             "responses": _responses(_json_ok("the operation's fields"), API_ERRORS)}}
     for method, template, handler, summary in v2_rest.ROUTES:
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"},
+                   "description": V2_PATH_PARAMS[p]}
                   for p in ("model", "version") if "{" + p + "}" in template]
         entry: dict[str, Any] = {
             "operationId": f"v2_{handler.__name__}" + ("_version" if "{version}" in template

@@ -144,7 +144,9 @@ class Servicer(pbg.GRPCInferenceServiceServicer):
 
     @rpc(lambda r: f"/v2/models/{r.name}/ready")
     def ModelReady(self, request: Any, call: Call, timeout: float | None) -> Any:
-        ready = v2.model_ready(self.current().models, request.name, request.version)
+        registry = self.current().registry
+        call.relabel(v2.served_model(registry, request.name))
+        ready = v2.model_ready(registry, request.name, request.version)
         return pb.ModelReadyResponse(ready=ready)
 
     @rpc(lambda r: "/v2")
@@ -153,7 +155,9 @@ class Servicer(pbg.GRPCInferenceServiceServicer):
 
     @rpc(lambda r: f"/v2/models/{r.name}")
     def ModelMetadata(self, request: Any, call: Call, timeout: float | None) -> Any:
-        md = v2.model_metadata(self.current().ops, request.name, request.version)
+        svc = self.current()
+        call.relabel(v2.served_model(svc.registry, request.name))
+        md = v2.model_metadata(svc.ops, request.name, request.version)
         return pb.ModelMetadataResponse(
             name=md["name"], versions=md["versions"], platform=md["platform"],
             inputs=_tensor_meta(md["inputs"]), outputs=_tensor_meta(md["outputs"]))
@@ -163,6 +167,7 @@ class Servicer(pbg.GRPCInferenceServiceServicer):
         svc = self.current()
         model, version = request.model_name, request.model_version
         rt = v2.resolve(svc.ops, model, version)  # unknown model or version first, as in REST
+        call.relabel(rt.name)
         work = v2.infer(svc.ops, rt, model, decode_inputs(request), parameters(request))
         outs, res = self._in_loop(work, timeout)
         call.count_items(res.item_count)
@@ -177,15 +182,14 @@ class Servicer(pbg.GRPCInferenceServiceServicer):
     @rpc(lambda r: "/v2/repository/index")
     def RepositoryIndex(self, request: Any, call: Call, timeout: float | None) -> Any:
         svc = self.current()
-        rows = self._in_loop(v2.repository_index(svc.models, svc.watcher, request.ready),
-                             timeout)
+        rows = self._in_loop(v2.repository_index(svc.registry, request.ready), timeout)
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**r)
                                                   for r in rows])
 
     @rpc(lambda r: f"/v2/repository/models/{r.model_name}/load")
     def RepositoryModelLoad(self, request: Any, call: Call, timeout: float | None) -> Any:
         svc = self.current()
-        self._in_loop(v2.repository_load(svc.models, svc.watcher, request.model_name), timeout)
+        self._in_loop(v2.repository_load(svc.registry, request.model_name), timeout)
         return pb.RepositoryModelLoadResponse()
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, Va
 
 from service.doors.http_json import Answer
 from service.errors import ApiError, BadInput, NotReady
+from service.lifecycle.calls import Call
 from service.operations import v2
 from service.operations.api import validation_error
 
@@ -150,15 +151,16 @@ def _empty() -> Answer:
     return Answer(200, b"", [])
 
 
-# Each route's handler gets the worker's service (its ops, models, watcher, settings), the
-# request (body, headers) and the path's parameters.
+# Each route's handler gets the worker's service (its ops, registry, settings), the request
+# (body, headers), its Call (service/lifecycle/calls.py) and the path's parameters.
 Handler = Callable[..., Awaitable[Answer]]
 
 
-async def infer(svc: Any, body: bytes, headers: dict[bytes, bytes], model: str,
+async def infer(svc: Any, body: bytes, headers: dict[bytes, bytes], call: Call, model: str,
                 version: str | None = None) -> Answer:
     """One V2 REST inference."""
     rt = v2.resolve(svc.ops, model, version)  # unknown model or version: 404 before the body
+    call.relabel(rt.name)
     encoding = headers.get(b"content-encoding")
     body = _decompress(body, encoding and encoding.decode("latin-1"),
                        svc.settings.max_body_bytes)
@@ -167,33 +169,36 @@ async def infer(svc: Any, body: bytes, headers: dict[bytes, bytes], model: str,
     params = {} if req.parameters is None else req.parameters.model_dump(exclude_none=True)
     outs, res = await v2.infer(svc.ops, rt, model, tensors, params)
     answer = encode_response(req, model, res.version, outs)
+    answer.headers.append((b"x-model-name", res.model.encode()))
     answer.items = res.item_count
     return answer
 
 
-async def server_metadata(svc: Any, body: bytes, headers: dict) -> Answer:
+async def server_metadata(svc: Any, body: bytes, headers: dict, call: Call) -> Answer:
     return _json(v2.server_metadata())
 
 
-async def live(svc: Any, body: bytes, headers: dict) -> Answer:
+async def live(svc: Any, body: bytes, headers: dict, call: Call) -> Answer:
     return _empty()
 
 
-async def ready(svc: Any, body: bytes, headers: dict) -> Answer:
+async def ready(svc: Any, body: bytes, headers: dict, call: Call) -> Answer:
     reason = svc.not_ready_because()
     if reason is not None:
         raise NotReady(reason)
     return _empty()
 
 
-async def model_metadata(svc: Any, body: bytes, headers: dict, model: str,
+async def model_metadata(svc: Any, body: bytes, headers: dict, call: Call, model: str,
                          version: str | None = None) -> Answer:
+    call.relabel(v2.served_model(svc.registry, model))
     return _json(v2.model_metadata(svc.ops, model, version))
 
 
-async def model_ready(svc: Any, body: bytes, headers: dict, model: str,
+async def model_ready(svc: Any, body: bytes, headers: dict, call: Call, model: str,
                       version: str | None = None) -> Answer:
-    if v2.model_ready(svc.models, model, version):
+    call.relabel(v2.served_model(svc.registry, model))
+    if v2.model_ready(svc.registry, model, version):
         return _empty()
     raise BadInput(f"model {model!r} version {version or 'latest'} is not ready")
 
@@ -203,16 +208,16 @@ class IndexRequest(BaseModel):
     ready: StrictBool = False
 
 
-async def index(svc: Any, body: bytes, headers: dict) -> Answer:
+async def index(svc: Any, body: bytes, headers: dict, call: Call) -> Answer:
     try:
         ready_only = IndexRequest.model_validate_json(body or b"{}").ready
     except ValidationError as exc:
         raise validation_error(exc) from None
-    return _json(await v2.repository_index(svc.models, svc.watcher, ready_only))
+    return _json(await v2.repository_index(svc.registry, ready_only))
 
 
-async def load(svc: Any, body: bytes, headers: dict, model: str) -> Answer:
-    await v2.repository_load(svc.models, svc.watcher, model)
+async def load(svc: Any, body: bytes, headers: dict, call: Call, model: str) -> Answer:
+    await v2.repository_load(svc.registry, model)
     return _json({})
 
 
@@ -222,9 +227,11 @@ _M, _MV = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
 ROUTES: list[tuple[str, str, Handler, str]] = [
     ("GET", "/v2", server_metadata, "server metadata: name, version, extensions"),
     ("GET", "/v2/health/live", live, "200 while the server runs"),
-    ("GET", "/v2/health/ready", ready, "200 once a model version is loaded"),
-    ("POST", "/v2/repository/index", index, "every version: READY, LOADING or UNAVAILABLE"),
-    ("POST", "/v2/repository/models/{model}/load", load, "look for new versions now"),
+    ("GET", "/v2/health/ready", ready, "200 once every model to serve has a version loaded"),
+    ("POST", "/v2/repository/index", index, "every V2 model (encoder ..., m.encoder ... for "
+     "each served model m) and version: READY, LOADING or UNAVAILABLE"),
+    ("POST", "/v2/repository/models/{model}/load", load, "look for new versions (with "
+     "VAE_MODELS=*, the model itself) now"),
     *[row for base in (_M, _MV) for row in (
         ("GET", base, model_metadata, "a model's inputs and outputs"),
         ("GET", base + "/ready", model_ready, "200 when that model version is ready"),

@@ -17,7 +17,7 @@ import time
 from service.errors import KIND_OF_GRPC, KINDS, ApiError, kind_of_status
 from service.lifecycle.accesslog import ACCESS_LOG
 from service.lifecycle.admission import ADMISSION
-from service.metrics import ERRORS, series
+from service.metrics import series
 from service.operations.v2 import MODELS
 
 # Generated request IDs: 32 hex digits, a random half per process and a counter (unique
@@ -36,13 +36,15 @@ def request_id(given: bytes | str | None) -> str:
 
 
 def v2_endpoint(path: str) -> str | None:
-    """The metrics label of a V2 route (bounded: model names outside MODELS become "unknown",
+    """The metrics label of a V2 route (bounded: the V2 model's operation only, `m.encoder` as
+    `encoder`, whose model is the call's `model` label; names outside MODELS become "unknown",
     versions are dropped); None if the path is not a V2 route. gRPC RPCs use the same labels."""
     p = path.rstrip("/")
     if p in V2_FIXED:
         return p
     if m := _V2_MODEL.fullmatch(p):
-        model = m[1] if m[1] in MODELS else "unknown"
+        op = m[1].rpartition(".")[2]
+        model = op if op in MODELS else "unknown"
         return f"/v2/models/{model}" + (f"/{m[2]}" if m[2] else "")
     if m := _V2_LOAD.fullmatch(p):
         return f"/v2/repository/models/{{model}}/{m[1]}"
@@ -51,16 +53,25 @@ def v2_endpoint(path: str) -> str | None:
 
 class Call:
     __slots__ = ("endpoint", "protocol", "rid", "method", "path", "t0", "series", "admitted",
-                 "log")
+                 "log", "model")
 
     def __init__(self, endpoint: str, protocol: str, rid: str, method: str, path: str,
                  access_log: bool):
         self.endpoint, self.protocol, self.rid = endpoint, protocol, rid
         self.method, self.path, self.log = method, path, access_log
         self.t0 = time.perf_counter()
+        self.model = ""  # until the call names a served model (relabel)
         self.series = series(endpoint, protocol)
         self.series.in_flight.inc()
         self.admitted = False
+
+    def relabel(self, model: str) -> None:
+        """The served model this call is about, once resolved (its `model` metrics label)."""
+        if model != self.model:
+            self.series.in_flight.dec()
+            self.model = model
+            self.series = series(self.endpoint, self.protocol, model)
+            self.series.in_flight.inc()
 
     def admit(self) -> None:
         """Count this call against the worker's VAE_MAX_CONCURRENCY, or refuse it (429)."""
@@ -86,10 +97,12 @@ class Call:
             kind = KIND_OF_GRPC.get(status, "internal") if isinstance(status, str) else \
                 (kind_of_status(status) if status >= 400 else "")
         if kind:
-            ERRORS.labels(self.endpoint, KINDS[kind].reason, self.protocol).inc()
+            s.errors(KINDS[kind].reason).inc()
         if self.log:
             line = {"ts": time.time(), "request_id": self.rid, "method": self.method,
                     "path": self.path, "status": status, "ms": round(1000 * elapsed, 3)}
+            if self.model:
+                line["model"] = self.model
             if self.protocol != "http":
                 line["protocol"] = self.protocol
                 line["peer"] = peer

@@ -36,14 +36,17 @@ from service.operations.requests import (
 from service.operations.tensors import decode_images, decode_latents
 from service.runtime import latent, neighbors
 from service.runtime.engine import ModelRuntime, ModelSet
+from service.runtime.registry import ModelRegistry
 
 
 class Result(dict):
-    """An operation's answer: its fields, plus what the doors report beside them."""
+    """An operation's answer: its fields, plus what the doors report beside them (the model
+    and version that answered, the rows processed)."""
 
-    def __init__(self, fields: dict[str, Any], version: int, item_count: int = 0):
+    def __init__(self, fields: dict[str, Any], rt: ModelRuntime, item_count: int = 0):
         super().__init__(fields)
-        self.version, self.item_count = version, item_count  # (dict has .items())
+        self.model, self.version = rt.manifest.name, rt.manifest.version
+        self.item_count = item_count  # (dict has .items())
 
 
 def validation_error(exc: ValidationError, known: Iterable[str] = ()) -> BadInput:
@@ -68,23 +71,31 @@ def _limit(field: str, value: int, limit: int) -> None:
 
 
 class Operations:
-    """The operations over one model's loaded versions, with this worker's limits."""
+    """The operations over the served models' loaded versions, with this worker's limits."""
 
-    def __init__(self, models: ModelSet, settings: Settings, pinned: ModelRuntime | None = None):
-        self.models, self.settings, self.pinned = models, settings, pinned
+    def __init__(self, registry: ModelRegistry, settings: Settings,
+                 pinned: ModelRuntime | None = None):
+        self.registry, self.settings, self.pinned = registry, settings, pinned
 
     def pin(self, rt: ModelRuntime) -> Operations:
         """These operations on the version `rt`, already resolved by the caller: it stays
-        theirs even if a newer version retires it meanwhile (its sessions live as long as it
-        is referenced), so a call never resolves its version twice."""
-        return Operations(self.models, self.settings, rt)
+        theirs even if a newer version (or the model) retires meanwhile (its sessions live as
+        long as it is referenced), so a call never resolves its model and version twice."""
+        return Operations(self.registry, self.settings, rt)
 
-    def runtime(self, version: int | None) -> ModelRuntime:
-        if self.pinned is not None and version in (None, self.pinned.manifest.version):
-            return self.pinned
-        if not self.models.runtimes:
-            raise NotReady("no model version is loaded yet")
-        return self.models.get(version)
+    def model_set(self, model: str | None) -> ModelSet:
+        """The named (or default) model's versions; 404 naming the served models."""
+        return self.registry.get(model)
+
+    def runtime(self, version: int | None, model: str | None = None) -> ModelRuntime:
+        p = self.pinned
+        if p is not None and version in (None, p.manifest.version) and \
+                model in (None, p.manifest.name):
+            return p
+        ms = self.registry.get(model)
+        if not ms.runtimes:
+            raise NotReady(f"model {ms.name!r}: no version is loaded yet")
+        return ms.get(version)
 
     def images(self, rt: ModelRuntime, value: Any, field: str) -> np.ndarray:
         return decode_images(value, field, rt.shape, rt.manifest.input.range,
@@ -95,29 +106,29 @@ class Operations:
 
     async def encode(self, r: Encode) -> Result:
         _limit("samples", r.samples, self.settings.max_samples)
-        rt = self.runtime(r.version)
+        rt = self.runtime(r.version, r.model)
         x = self.images(rt, r.inputs, "inputs")
         mu, logvar, sigma = await rt.aencode(x)
         out = {"mu": mu, "sigma": sigma, "logvar": logvar}
         if r.samples > 0:
             eps = latent.draw_eps(r.seed, (len(x), r.samples, rt.latent_dim))
             out["z"] = latent.sample_posterior(mu, sigma, eps)
-        return Result(out, rt.manifest.version, len(x))
+        return Result(out, rt, len(x))
 
     async def decode(self, r: Decode) -> Result:
-        rt = self.runtime(r.version)
+        rt = self.runtime(r.version, r.model)
         z = self.latents(rt, r.z, "z")
-        return Result({"outputs": await rt.adecode(z)}, rt.manifest.version, len(z))
+        return Result({"outputs": await rt.adecode(z)}, rt, len(z))
 
     async def sample(self, r: Sample) -> Result:
         _limit("n", r.n, self.settings.max_n)
-        rt = self.runtime(r.version)
+        rt = self.runtime(r.version, r.model)
         z = np.float32(r.temperature) * latent.draw_eps(r.seed, (r.n, rt.latent_dim))
-        return Result({"z": z, "outputs": await rt.adecode(z)}, rt.manifest.version, r.n)
+        return Result({"z": z, "outputs": await rt.adecode(z)}, rt, r.n)
 
     async def interpolate(self, r: Interpolate) -> Result:
         _limit("steps", r.steps, self.settings.max_steps)
-        rt = self.runtime(r.version)
+        rt = self.runtime(r.version, r.model)
         images = (r.start, r.end) != (None, None)
         if images and r.start is not None and r.end is not None and \
                 r.start_z is None and r.end_z is None:
@@ -140,19 +151,19 @@ class Operations:
         path = latent.interpolate(a, b, r.steps, r.method)
         x = await rt.adecode(path.reshape(-1, rt.latent_dim))
         return Result({"z": path, "outputs": x.reshape(len(a), r.steps, *rt.shape)},
-                      rt.manifest.version, len(a) * r.steps)
+                      rt, len(a) * r.steps)
 
     async def reconstruct(self, r: Reconstruct) -> Result:
-        rt = self.runtime(r.version)
+        rt = self.runtime(r.version, r.model)
         x = self.images(rt, r.inputs, "inputs")
         mu, _, sigma = await rt.aencode(x)
         z = latent.sample_posterior(mu, sigma, latent.draw_eps(r.seed, mu.shape)) \
             if r.sample else mu
-        return Result({"outputs": await rt.adecode(z)}, rt.manifest.version, len(x))
+        return Result({"outputs": await rt.adecode(z)}, rt, len(x))
 
     async def score(self, r: Score) -> Result:
         _limit("k", r.k, self.settings.max_k)
-        rt = self.runtime(r.version)
+        rt = self.runtime(r.version, r.model)
         x = self.images(rt, r.inputs, "inputs")
         rows, limit = r.k * len(x), self.settings.max_score_rows
         if rows > limit:
@@ -166,20 +177,20 @@ class Operations:
         ref = rt.reference
         pct = None if ref is None else scoring.percentile(neg_elbo, ref["neg_elbo_sorted"])
         return Result({"neg_elbo": neg_elbo, "nll_iwae": nll, "percentile": pct},
-                      rt.manifest.version, len(x))
+                      rt, len(x))
 
     async def compare(self, r: Compare) -> Result:
-        rt = self.runtime(r.version)
+        rt = self.runtime(r.version, r.model)
         xa, xb = self.images(rt, r.a, "a"), self.images(rt, r.b, "b")
         if len(xa) != len(xb):
             raise BadInput(f"a, b: {len(xa)} and {len(xb)} items; pairs must match")
         mu, logvar, _ = await rt.aencode(np.concatenate([xa, xb]))  # one run for both
         n = len(xa)
         out = scoring.gaussian_divergences(mu[:n], logvar[:n], mu[n:], logvar[n:])
-        return Result(out, rt.manifest.version, 2 * n)
+        return Result(out, rt, 2 * n)
 
     async def neighbors(self, r: Neighbors) -> Result:
-        rt = self.runtime(r.version)
+        rt = self.runtime(r.version, r.model)
         ref, v = rt.reference, rt.manifest.version
         if ref is None:
             raise VersionNotFound(f"version: {v} has no reference set to search (it was "
@@ -200,10 +211,10 @@ class Operations:
             images = (await rt.adecode(z)).reshape(*idx.shape, *rt.shape)
         labels = ref["labels"][idx] if "labels" in ref else None
         return Result({"indices": idx, "scores": scores, "labels": labels, "outputs": images,
-                       "measure": r.measure}, v, len(x))
+                       "measure": r.measure}, rt, len(x))
 
     async def latent_map(self, r: LatentMap) -> Result:
-        rt = self.runtime(r.version)
+        rt = self.runtime(r.version, r.model)
         ref, info, v = rt.reference, rt.manifest.reference, rt.manifest.version
         if ref is None:
             raise VersionNotFound(f"version: {v} was exported without a reference set (its "
@@ -218,19 +229,24 @@ class Operations:
                        "projection_mean": ref["proj_mean"] if pca else None,
                        "projection_components": ref["proj_components"] if pca else None,
                        "quality": None if quality is None else quality.model_dump(),
-                       "mu": ref["mu"] if r.with_mu else None}, v)
+                       "mu": ref["mu"] if r.with_mu else None}, rt)
 
     async def model(self, r: ModelInfo) -> Result:
-        rt = self.runtime(r.version)
-        m = rt.manifest
+        rt = self.runtime(r.version, r.model)
+        m, models = rt.manifest, self.registry.models  # one snapshot
+        here = models.get(m.name)
         return Result({
-            "name": m.name, "version": m.version, "versions": self.models.versions,
+            "name": m.name, "version": m.version,
+            "versions": here.versions if here is not None else [m.version],
             "input": {"shape": m.input.shape, "dtype": m.input.dtype, "range": list(m.input.range)},
             "latent_dim": m.latent_dim, "likelihood": m.likelihood,
             "graphs": {g: {"sha256": e.sha256, "opset": e.opset} for g, e in m.graphs.items()},
             "provider": rt.provider, "variant": rt.variant, "variants": ["fp32", *m.variants],
             "training": {"data": m.training.get("data"), "metrics": m.training.get("metrics")},
-            "parity": m.parity.model_dump(), "created": m.created}, m.version)
+            "parity": m.parity.model_dump(), "created": m.created,
+            "models": [{"name": n, "versions": ms.versions,
+                        "default": n == self.registry.default_name}
+                       for n, ms in sorted(models.items())]}, rt)
 
 
 @dataclass(frozen=True)

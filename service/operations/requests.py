@@ -17,6 +17,9 @@ LATENTS = {"description": "latent codes [N, Z] as a JSON array or {\"npy\": base
 
 Version = Annotated[int | None, Field(ge=1, strict=True,
                                       description="model version; default the highest")]
+ModelName = Annotated[str | None, Field(strict=True, max_length=63,
+                                        description="served model name; default the "
+                                                    "service's default model")]
 Seed = Annotated[int | None, Field(ge=0, strict=True,
                                    description="seed for eps; omit for fresh draws")]
 OutputFormat = Annotated[Literal["json", "npy", "png"],
@@ -27,6 +30,7 @@ class Request(BaseModel):
     """A request: unknown fields are refused by name (a typo such as "sampels" must not pass)."""
 
     model_config = ConfigDict(extra="forbid")
+    model: ModelName = None
     version: Version = None
 
 

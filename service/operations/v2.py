@@ -18,8 +18,8 @@ from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
 
 from service.errors import ApiError, BadInput, ModelNotFound, NotReady, VersionNotFound
 from service.operations.api import OPERATIONS, Operations, Result
-from service.runtime.engine import ModelRuntime, ModelSet
-from service.runtime.watcher import RepositoryWatcher
+from service.runtime.engine import ModelRuntime
+from service.runtime.registry import ModelRegistry
 
 # what a client may send (each model then checks its own); BF16 and BYTES are not numbers here
 DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -97,20 +97,33 @@ def _signature(model: str, s: tuple[int, ...], z: int) -> tuple[list[dict], list
             [_spec("z", "FP32", [-1, -1, z]), _spec("x", "FP32", [-1, -1, *s])])
 
 
-def check_model(model: str) -> None:
-    if model not in MODELS:
-        raise ModelNotFound(f"model: {model!r} is unknown (models: {', '.join(MODELS)})")
+def split_name(name: str) -> tuple[str | None, str]:
+    """A V2 model name -> (served model or None for the default, operation): `encoder` is the
+    default model's, `digits.encoder` model digits' (model names have no dot)."""
+    model, dot, op = name.rpartition(".")
+    if op not in MODELS or (dot and not model):
+        raise ModelNotFound(f"model: {name[:80]!r} is unknown (V2 models: "
+                            f"{', '.join(MODELS)}, and m.{'{'}{'|'.join(MODELS)}{'}'} for each "
+                            "served model m)")
+    return (model or None), op
 
 
-def resolve(ops: Operations, model: str, version: str | None) -> ModelRuntime:
-    check_model(model)
-    if not ops.models.runtimes:
-        raise NotReady("no model version is loaded yet")
+def check_model(name: str) -> str:
+    """-> the operation of a V2 model name; ModelNotFound for a name that is none."""
+    return split_name(name)[1]
+
+
+def resolve(ops: Operations, name: str, version: str | None) -> ModelRuntime:
+    """The version that answers V2 model `name`; 404 for an unknown model or version."""
+    model, _ = split_name(name)
+    ms = ops.model_set(model)
+    if not ms.runtimes:
+        raise NotReady(f"model {ms.name!r}: no version is loaded yet")
     if version in (None, ""):
-        return ops.models.get(None)
+        return ms.get(None)
     if not str(version).isdigit():
         raise VersionNotFound(f"version: {version!r} is not an integer version")
-    return ops.models.get(int(version))
+    return ms.get(int(version))
 
 
 def inputs_by_name(model: str, tensors: list[Tensor], rt: ModelRuntime) -> dict[str, Any]:
@@ -145,10 +158,11 @@ def _input_specs(model: str, s: tuple[int, ...], z: int) -> dict[str, dict]:
     return {spec["name"]: spec for spec in _signature(model, s, z)[0]}
 
 
-async def infer(ops: Operations, rt: ModelRuntime, model: str, tensors: list[Tensor],
+async def infer(ops: Operations, rt: ModelRuntime, name: str, tensors: list[Tensor],
                 params: dict[str, Any]) -> tuple[dict[str, np.ndarray], Result]:
     """One V2 inference on the version `rt` (resolve() first) through the operation behind the
-    model; -> (outputs by name in the model's order, the operation's result)."""
+    V2 model `name`; -> (outputs by name in the model's order, the operation's result)."""
+    model = check_model(name)
     given = inputs_by_name(model, tensors, rt)
     v, ops = rt.manifest.version, ops.pin(rt)  # the version resolved is the one that runs
     if model == "encoder":
@@ -195,38 +209,69 @@ def server_metadata() -> dict:
     return {"name": "vae", "version": version, "extensions": EXTENSIONS}
 
 
-def model_metadata(ops: Operations, model: str, version: str | None) -> dict:
-    rt = resolve(ops, model, version)
+def model_metadata(ops: Operations, name: str, version: str | None) -> dict:
+    rt = resolve(ops, name, version)
+    model = check_model(name)
     inputs, outputs = signature(model, rt)
     platform = "onnxruntime_onnx" if model in ("encoder", "decoder") else "vae"
-    return {"name": model, "versions": [str(v) for v in ops.models.versions],
+    return {"name": name, "versions": [str(v) for v in ops.model_set(rt.name).versions],
             "platform": platform, "inputs": inputs, "outputs": outputs}
 
 
-def model_ready(models: ModelSet, model: str, version: str | None) -> bool:
-    check_model(model)
+def model_ready(registry: ModelRegistry, name: str, version: str | None) -> bool:
+    model, _ = split_name(name)
+    ms = registry.models.get(registry.default_name if model is None else model)
+    if ms is None:
+        return False
     if version in (None, ""):
-        return bool(models.runtimes)
-    return str(version).isdigit() and int(version) in models.runtimes
+        return bool(ms.runtimes)
+    return str(version).isdigit() and int(version) in ms.runtimes
 
 
-async def repository_index(models: ModelSet, watcher: RepositoryWatcher,
-                           ready_only: bool) -> list[dict]:
-    """Every version on disk or known: READY / LOADING / UNAVAILABLE (with the reason)."""
+def served_model(registry: ModelRegistry, name: str) -> str:
+    """The served model a V2 model name refers to, or "" (unknown): a metrics label."""
+    model, dot, op = name.rpartition(".")
+    model = model if dot else registry.default_name or ""
+    return model if op in MODELS and model in registry.models else ""
+
+
+async def repository_index(registry: ModelRegistry, ready_only: bool) -> list[dict]:
+    """Every V2 model (the default model's bare names, then m.encoder ... for every model)
+    with every version on disk or known: READY / LOADING / UNAVAILABLE (with the reason); a
+    model refused as a whole is UNAVAILABLE with its reason."""
     rows = []
-    for v in sorted(set(await watcher.available()) | set(models.runtimes) | set(models.failed)):
-        state, reason = models.state(v)
-        if state == "READY" or not ready_only:
-            rows += [{"name": m, "version": str(v), "state": state, "reason": reason}
-                     for m in MODELS]
+    default = registry.default_name
+    for name in sorted(set(registry.models) | set(registry.refused),
+                       key=lambda n: (n != default, n)):  # the bare names first
+        ms, watcher = registry.models.get(name), registry.watchers.get(name)
+        if ms is None or watcher is None:  # refused as a whole
+            if not ready_only:
+                rows += [{"name": f"{name}.{m}", "version": "", "state": "UNAVAILABLE",
+                          "reason": registry.refused.get(name, "")} for m in MODELS]
+            continue
+        for v in sorted(set(await watcher.available()) | set(ms.runtimes) | set(ms.failed)):
+            state, reason = ms.state(v)
+            if state == "READY" or not ready_only:
+                prefixes = ["", f"{name}."] if name == default else [f"{name}."]
+                rows += [{"name": p + m, "version": str(v), "state": state, "reason": reason}
+                         for p in prefixes for m in MODELS]
     return rows
 
 
-async def repository_load(models: ModelSet, watcher: RepositoryWatcher, model: str) -> None:
-    """Look for new versions now; BadInput with the reason if the newest one is refused."""
-    if model not in (*MODELS, models.name):
-        raise ModelNotFound(f"model: {model!r} is unknown")
-    await watcher.refresh()
+async def repository_load(registry: ModelRegistry, name: str) -> None:
+    """Look for new versions (with VAE_MODELS=*, the model itself) now; BadInput with the
+    reason if the newest version or the model is refused."""
+    model = name if "." not in name and name not in MODELS else split_name(name)[0]
+    model = model or registry.default_name
+    if model is None or (model not in registry.models and registry.wanted is not None):
+        raise ModelNotFound(f"model: {name[:80]!r} is unknown (served: "
+                            f"{', '.join(registry.names) or 'none'})")
+    await registry.refresh(only=model)
+    if model in registry.refused:
+        raise BadInput(f"model {model}: {registry.refused[model]}")
+    ms, watcher = registry.models.get(model), registry.watchers.get(model)
+    if ms is None or watcher is None:
+        raise ModelNotFound(f"model: {model!r} is not in the repository")
     newest = max(await watcher.available(), default=0)
-    if newest in models.failed and newest > max(models.runtimes, default=0):
-        raise BadInput(f"version {newest}: {models.failed[newest]}")
+    if newest in ms.failed and newest > max(ms.runtimes, default=0):
+        raise BadInput(f"version {newest}: {ms.failed[newest]}")

@@ -62,8 +62,8 @@ class _Queued:
 class RowBatcher:
     def __init__(self, graph: str, run: Callable[[np.ndarray], list[np.ndarray]],
                  max_rows: int, max_wait_ms: float, max_queue_rows: int,
-                 inline_max_ms: float = 0.0):
-        self.graph = graph
+                 inline_max_ms: float = 0.0, model: str = ""):
+        self.graph, self.model = graph, model
         # A run expected to take less than this goes in the event loop itself: handing it to
         # the thread and back costs more than such a run and contends for the GIL.
         # The expectation: rows x a moving average of the measured seconds per row.
@@ -80,10 +80,10 @@ class RowBatcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{graph}")
         self.task: asyncio.Task | None = None
         # metric children looked up once: .labels() costs as much as the observation
-        self.queue_seconds = LazyHistogram(QUEUE_SECONDS.labels(graph))
-        self.compute_seconds = LazyHistogram(COMPUTE_SECONDS.labels(graph))
-        self.batch_rows = LazyHistogram(BATCH_ROWS.labels(graph))
-        self.batch_requests = LazyHistogram(BATCH_REQUESTS.labels(graph))
+        self.queue_seconds = LazyHistogram(QUEUE_SECONDS.labels(model, graph))
+        self.compute_seconds = LazyHistogram(COMPUTE_SECONDS.labels(model, graph))
+        self.batch_rows = LazyHistogram(BATCH_ROWS.labels(model, graph))
+        self.batch_requests = LazyHistogram(BATCH_REQUESTS.labels(model, graph))
 
     async def submit(self, x: np.ndarray) -> list[np.ndarray]:
         """Run the graph on x [n, ...] within a merged batch; -> its outputs' rows for x."""
@@ -95,8 +95,9 @@ class RowBatcher:
         """In the loop: queue x; `future` (asyncio's, or concurrent.futures' for a caller in
         another thread) gets its rows' outputs. QueueFull when the queue is full."""
         if self.queued_rows + len(x) > self.max_queue_rows and self.queue:
-            raise QueueFull(f"{self.graph} queue holds {self.queued_rows} rows; the limit is "
-                            f"{self.max_queue_rows} (VAE_MAX_QUEUE_ROWS)")
+            raise QueueFull(f"{self.model or 'the'} {self.graph} queue holds "
+                            f"{self.queued_rows} rows; the limit is {self.max_queue_rows} "
+                            "(VAE_MAX_QUEUE_ROWS)")
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._loop())
         self.queue.append(_Queued(x, future))

@@ -119,6 +119,10 @@ class ModelRuntime:
             raise ModelRepositoryError(f"{mv.file(self.manifest.reference.file)}: {exc}") from exc
 
     @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
     def shape(self) -> list[int]:
         return list(self.manifest.input.shape)
 
@@ -149,7 +153,7 @@ class ModelRuntime:
             self._batchers[graph] = RowBatcher(
                 graph, run, st.batch_max_rows if st.batching else 1,
                 st.batch_max_wait_ms if st.batching else 0.0, st.max_queue_rows,
-                inline_limit_ms(st.inline_run_ms, usable_cpus()))
+                inline_limit_ms(st.inline_run_ms, usable_cpus()), model=self.name)
         return self._batchers[graph]
 
     def submit_threadsafe(self, graph: str, x: np.ndarray,
@@ -231,25 +235,26 @@ class ModelSet:
     loading: set[int] = field(default_factory=set)
 
     @classmethod
-    def load(cls, settings: Settings) -> ModelSet:
-        available = list_versions(settings.model_repository, settings.model_name)
+    def load(cls, settings: Settings, name: str) -> ModelSet:
+        """The versions of model `name` that VAE_MODEL_VERSIONS selects, each verified and
+        warmed; ModelRepositoryError if the model must not be served."""
+        available = list_versions(settings.model_repository, name)
         if not available:
             raise ModelRepositoryError(
-                f"no versions of model {settings.model_name!r} in repository "
+                f"no versions of model {name!r} in repository "
                 f"{settings.model_repository!r} (expected <repository>/<name>/<int>/manifest.json)")
-        runtimes = {v: cls.load_runtime(settings, v)
+        runtimes = {v: cls.load_runtime(settings, name, v)
                     for v in select_versions(settings.model_versions, available)}
-        return cls(settings.model_name, runtimes)
+        return cls(name, runtimes)
 
     @staticmethod
-    def load_runtime(settings: Settings, version: int) -> ModelRuntime:
+    def load_runtime(settings: Settings, name: str, version: int) -> ModelRuntime:
         """Verify (sha256 of every file), open and warm one version; raises
         ModelRepositoryError for anything that must not be served."""
         providers = select_providers(settings.provider, ort.get_available_providers())
-        mv = load_version(settings.model_repository, settings.model_name, version)
+        mv = load_version(settings.model_repository, name, version)
         rt = ModelRuntime(mv, providers, settings)
-        log.info("loaded %s/%d on %s in %.2f s", settings.model_name, version, rt.provider,
-                 rt.load_seconds)
+        log.info("loaded %s/%d on %s in %.2f s", name, version, rt.provider, rt.load_seconds)
         return rt
 
     @property

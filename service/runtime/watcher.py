@@ -1,11 +1,13 @@
-"""Live model versions: a version that appears in the repository is verified, warmed and then
-served, without a restart; `latest` moves only once the new version is ready.
+"""Live model versions of one served model: a version that appears in the repository is
+verified, warmed and then served, without a restart; `latest` moves only once the new version
+is ready.
 
-Each worker runs its own watcher (it owns its onnxruntime sessions): polling every
-VAE_REPOSITORY_POLL_S seconds, and on POST /v2/repository/models/{m}/load (which reaches the
-worker that received it; the others follow at their next poll). A version that fails
-verification is reported (`/v2/repository/index`, state UNAVAILABLE with the reason) and not
-served; it is tried again only once its files change.
+Each worker has one watcher per served model (it owns its onnxruntime sessions), refreshed by
+the registry's poll every VAE_REPOSITORY_POLL_S seconds (service/runtime/registry.py) and on
+POST /v2/repository/models/{m}/load (which reaches the worker that received it; the others
+follow at their next poll). A version that fails verification is reported
+(`/v2/repository/index`, state UNAVAILABLE with the reason) and not served; it is tried again
+only once its files change.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from service.runtime.engine import ModelRuntime, ModelSet
 log = logging.getLogger("vae.live")
 
 
-def _signature(path: Path) -> tuple:
+def version_signature(path: Path) -> tuple:
     """What changes when a version's files are replaced or finished copying."""
     try:
         return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
@@ -41,20 +43,22 @@ class RepositoryWatcher:
         self.on_retired = on_retired
         self._lock = asyncio.Lock()
         self._failed_sig: dict[int, tuple] = {}
-        self._task: asyncio.Task | None = None
+
+    @property
+    def name(self) -> str:
+        return self.models.name
 
     def _dir(self, version: int) -> Path:
-        return Path(self.settings.model_repository) / self.settings.model_name / str(version)
+        return Path(self.settings.model_repository) / self.name / str(version)
 
     async def available(self) -> list[int]:
-        st = self.settings
-        return await asyncio.to_thread(list_versions, st.model_repository, st.model_name)
+        return await asyncio.to_thread(list_versions, self.settings.model_repository, self.name)
 
     def candidates(self, available: list[int]) -> list[int]:
         """Versions to try now, best first, by the VAE_MODEL_VERSIONS policy."""
         loaded = self.models.runtimes
         retry = [v for v in available
-                 if v not in loaded and self._failed_sig.get(v) != _signature(self._dir(v))]
+                 if v not in loaded and self._failed_sig.get(v) != version_signature(self._dir(v))]
         spec = self.settings.model_versions
         if spec == "latest":  # only what would become the new latest, newest first
             return sorted((v for v in retry if v > max(loaded, default=0)), reverse=True)
@@ -80,14 +84,14 @@ class RepositoryWatcher:
             return loaded
 
     async def _load(self, version: int) -> bool:
-        sig = _signature(self._dir(version))
+        sig = version_signature(self._dir(version))
         self.models.loading.add(version)
         try:
-            rt = await asyncio.to_thread(ModelSet.load_runtime, self.settings, version)
+            rt = await asyncio.to_thread(ModelSet.load_runtime, self.settings, self.name, version)
         except ModelRepositoryError as exc:
             self.models.failed[version] = str(exc)
             self._failed_sig[version] = sig
-            log.error("version %d is not served: %s", version, exc)
+            log.error("%s version %d is not served: %s", self.name, version, exc)
             return False
         finally:
             self.models.loading.discard(version)
@@ -95,7 +99,7 @@ class RepositoryWatcher:
         self._failed_sig.pop(version, None)
         self.models.runtimes = {**self.models.runtimes, version: rt}  # ready: now routable
         self.on_loaded(rt)
-        log.info("now serving %s/%d (latest %d)", self.settings.model_name, version,
+        log.info("now serving %s/%d (latest %d)", self.name, version,
                  max(self.models.runtimes))
         return True
 
@@ -107,24 +111,11 @@ class RepositoryWatcher:
                                 if v not in old}
         loop = asyncio.get_running_loop()
         for v, rt in old.items():
-            log.info("retired %s/%d", self.settings.model_name, v)
+            log.info("retired %s/%d", self.name, v)
             self.on_retired(rt)
             # requests that already hold this runtime finish first (bounded by the timeout)
             loop.call_later(self.settings.timeout_s + 1, rt.close)
 
-    def start(self) -> None:
-        if self.settings.repository_poll_s > 0 and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._poll())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.repository_poll_s)
-            try:
-                await self.refresh()
-            except Exception:  # a bad poll (disk hiccup) must not end polling
-                log.exception("repository poll failed")
+    def retire_all(self) -> None:
+        """The model itself leaves (its folder is gone): every version, the last one too."""
+        self._retire(list(self.models.runtimes))
