@@ -42,7 +42,7 @@ RUN /venv/bin/python -m training --config configs/digits.toml --out runs/digits/
 FROM ${GPU_BASE_IMAGE} AS gpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
-    BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODEL_NAME=digits \
+    BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODELS=* \
     BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 VAE_GRPC_PORT=8001 \
     VAE_PROVIDER=auto
 WORKDIR /app
@@ -88,10 +88,11 @@ RUN touch README.md && python -m venv /venv && /venv/bin/pip install -c constrai
  && trim_venv.sh /venv
 
 # --- runtime (the default target): serve + cpu extras only (no torch), non-root ---------------
-# The model repository is the one the build stage exported; mount another at /models to serve it.
+# The model repository is the one the build stage exported; mount another at /models to serve it:
+# every model folder in it is served (VAE_MODELS=*; VAE_MODELS=name serves one).
 FROM ${PYTHON_IMAGE} AS runtime
 ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
-    BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODEL_NAME=digits \
+    BENTOML_HOME=/tmp/bentoml VAE_MODEL_REPOSITORY=/models VAE_MODELS=* \
     BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 VAE_GRPC_PORT=8001
 WORKDIR /app
 COPY --from=serve-venv /venv /venv

@@ -7,6 +7,9 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 GRPC_PORT ?= 8001
 MODEL_NAME ?= digits
+# several models in one service: MODELS=digits,mnist (each trained when absent), or MODELS=*
+# (every model folder of the repository, also those that appear later; digits when empty)
+MODELS ?=
 REPOSITORY ?= models
 EXTRAS ?= serve,cpu,train,dev
 PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
@@ -15,6 +18,7 @@ export BENTOML_DO_NOT_TRACK := true
 export ORT_DISABLE_TELEMETRY := 1
 export VAE_MODEL_REPOSITORY ?= $(REPOSITORY)
 export VAE_MODEL_NAME ?= $(MODEL_NAME)
+export VAE_MODELS ?= $(MODELS)
 export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
@@ -51,13 +55,18 @@ define build_model
 	  --name $(1)
 endef
 
-# Train MODEL_NAME (default: the embedded digits) unless a version of it already exists.
+# Train each model to serve (MODELS, else MODEL_NAME; default: the embedded digits) unless a
+# version of it already exists. MODELS=*: digits when the repository holds no model yet.
+TO_TRAIN = $(if $(filter *,$(MODELS)),$(if $(wildcard $(REPOSITORY)/*/*/manifest.json),,digits),$(or $(subst $(comma), ,$(MODELS)),$(MODEL_NAME)))
+comma := ,
 model: install
-	@if ls $(REPOSITORY)/$(MODEL_NAME)/*/manifest.json >/dev/null 2>&1; then \
-	  echo "model $(REPOSITORY)/$(MODEL_NAME) present; skipping training"; \
-	else \
-	  $(MAKE) --no-print-directory model-$(MODEL_NAME) REPOSITORY=$(REPOSITORY); \
-	fi
+	@for m in $(TO_TRAIN); do \
+	  if ls $(REPOSITORY)/$$m/*/manifest.json >/dev/null 2>&1; then \
+	    echo "model $(REPOSITORY)/$$m present; skipping training"; \
+	  else \
+	    $(MAKE) --no-print-directory model-$$m REPOSITORY=$(REPOSITORY) || exit 1; \
+	  fi; \
+	done
 
 # Each run adds a new version to the repository.
 model-digits: install

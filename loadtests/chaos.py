@@ -8,6 +8,11 @@ balancer at a fraction of its measured peak, and in each scenario something brea
     client-restart  no balancer: the Python client alone against a replica that restarts
     grpc-rolling    the rolling restart under the same rate of gRPC calls (several channels)
     grpc-rollout    the rollout under gRPC calls
+    model-churn     a second model exported into the repository, served, then its folder
+                    removed, while the load calls the model that stays
+
+The replicas serve every model of the repository (VAE_MODELS=*), the load's model being the
+default one.
 
     python -m loadtests.chaos --seconds 30 --fraction 0.5 --results results/chaos
 
@@ -37,7 +42,8 @@ from loadtests.cluster import Cluster
 from modelrepo.repository import list_versions
 
 SCENARIOS = ("rolling", "rollout", "replica-loss", "worker-kill", "client-restart",
-             "grpc-rolling", "grpc-rollout")
+             "grpc-rolling", "grpc-rollout", "model-churn")
+CHURNED = "churned"  # the model that comes and goes in model-churn
 
 
 def copy_newest(repository: Path, model: str, dest: Path) -> Path:
@@ -158,6 +164,43 @@ class Chaos:
         return [f"version {new} exported in {exported:.1f} s, served by both replicas "
                 f"{time.monotonic() - t - exported:.1f} s later"]
 
+    def _model_served(self, url: str, name: str) -> bool:
+        r = httpx.post(url + "/model", json={"model": name}, timeout=10)
+        if r.status_code not in (200, 404):
+            raise RuntimeError(f"{url} /model {name}: {r.status_code} {r.text}")
+        return r.status_code == 200
+
+    def _until_all(self, name: str, served: bool) -> float:
+        t, deadline = time.monotonic(), time.monotonic() + 60
+        for proc in self.cluster.replicas:
+            while self._model_served(proc.url, name) != served:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{proc.url}: model {name} never "
+                                       f"{'served' if served else 'retired'}")
+                time.sleep(0.1)
+        return time.monotonic() - t
+
+    def add_and_remove_model(self) -> list[str]:
+        """Export a second model (published whole, as the exporter does), wait until both
+        replicas serve it, keep it a moment under load, then remove its folder."""
+        if self.checkpoint is None:
+            raise SystemExit("model-churn: --checkpoint is needed (the model to export)")
+        repo = self.cluster.repository
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(self.checkpoint),
+                        "--repository", str(repo), "--name", CHURNED, "--variants", "",
+                        "--reload-data"], check=True, capture_output=True)
+        exported = time.monotonic() - t
+        added = self._until_all(CHURNED, True)
+        time.sleep(min(2.0, self.seconds / 4))
+        gone = self.work / f".{CHURNED}-removed"
+        shutil.rmtree(gone, ignore_errors=True)
+        os.rename(repo / CHURNED, gone)  # the folder disappears at once
+        retired = self._until_all(CHURNED, False)
+        shutil.rmtree(gone, ignore_errors=True)
+        return [f"model {CHURNED} exported in {exported:.1f} s, served by both replicas "
+                f"{added:.1f} s later; its folder removed, 404 on both {retired:.1f} s later"]
+
     def lose_replica(self) -> list[str]:
         self.cluster.kill_replica(1)
         time.sleep(max(self.seconds / 3, 4.0))  # served by r1 alone meanwhile
@@ -210,6 +253,8 @@ class Chaos:
             self.cluster.drain_replica(0)  # back to one worker: a replica moves as one
             self.cluster.start_replica(0)
             self.cluster.wait_both_up()
+        elif name == "model-churn":
+            calls, notes = self._timed(self.http(), self.add_and_remove_model)
         elif name == "client-restart":
             replica = self.cluster.replicas[1]
             load = ClientLoad(replica.url, threads=4, rate=self.rate)
@@ -263,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     repo = copy_newest(Path(a.repository), a.model, work / "repository")
     rows = []
-    with Cluster(repo, a.model, work) as cluster:
+    with Cluster(repo, a.model, work, models="*") as cluster:
         shape = httpx.post(cluster.url + "/model", json={}, timeout=10).json()["input"]["shape"]
         peak = peak_rps(cluster.url, work, 10.0)
         rate = a.fraction * peak

@@ -26,8 +26,10 @@ class Cluster:
     """Replicas r1 and r2 (fixed loopback ports) and the balancer in front of them."""
 
     def __init__(self, repository: Path, model: str, work: Path, drain_s: float = 2.0,
-                 poll_s: float = 1.0):
+                 poll_s: float = 1.0, models: str = ""):
+        """models: VAE_MODELS of the replicas (e.g. `*`), `model` then being the default."""
         self.repository, self.model, self.work = Path(repository), model, Path(work)
+        self.models = models
         self.drain_s, self.poll_s = drain_s, poll_s
         self.ports = [(free_port(), free_port()) for _ in range(2)]
         self.replicas: list[Proc | None] = [None, None]
@@ -47,6 +49,8 @@ class Cluster:
         env = {"VAE_MODEL_REPOSITORY": str(self.repository), "VAE_MODEL_NAME": self.model,
                "VAE_GRPC_PORT": str(grpc_port), "VAE_DRAIN_S": str(self.drain_s),
                "VAE_REPOSITORY_POLL_S": str(self.poll_s), "VAE_WORKERS": str(workers)}
+        if self.models:
+            env |= {"VAE_MODELS": self.models, "VAE_DEFAULT_MODEL": self.model}
         proc = start_service(env, self.work, port=http)
         try:
             proc.wait_ready()

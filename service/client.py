@@ -89,50 +89,75 @@ class _Api:
     value for the sync client, an awaitable of it for the async one)."""
 
     version: int | None
+    model_name: str | None  # the served model to ask (None: the service's default)
 
     def _post(self, path: str, body: dict, parse: Any) -> Any:
         raise NotImplementedError
 
-    def _body(self, **fields: Any) -> dict:
-        return _clean({**fields, "version": self.version})
+    def _body(self, model: str | None = None, **fields: Any) -> dict:
+        return _clean({**fields, "model": model or self.model_name, "version": self.version})
 
-    def encode(self, x: np.ndarray, samples: int = 0, seed: int | None = None) -> Any:
-        body = self._body(inputs=to_npy(x), samples=samples, seed=seed)
+    def encode(self, x: np.ndarray, samples: int = 0, seed: int | None = None,
+               model: str | None = None) -> Any:
+        body = self._body(model, inputs=to_npy(x), samples=samples, seed=seed)
         return self._post("/encode", body, lambda r: {k: np.asarray(v, np.float32)
                                                       for k, v in r.items()})
 
-    def decode(self, z: np.ndarray) -> Any:
-        body = self._body(z=to_npy(z), output_format="npy")
+    def decode(self, z: np.ndarray, model: str | None = None) -> Any:
+        body = self._body(model, z=to_npy(z), output_format="npy")
         return self._post("/decode", body, lambda r: from_field(r["outputs"]))
 
-    def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> Any:
-        body = self._body(n=n, temperature=temperature, seed=seed, output_format="npy")
+    def sample(self, n: int, temperature: float = 1.0, seed: int | None = None,
+               model: str | None = None) -> Any:
+        body = self._body(model, n=n, temperature=temperature, seed=seed, output_format="npy")
         return self._post("/sample", body, lambda r: {"z": np.asarray(r["z"], np.float32),
                                                       "x": from_field(r["outputs"])})
 
     def interpolate(self, start: np.ndarray | None = None, end: np.ndarray | None = None,
                     start_z: np.ndarray | None = None, end_z: np.ndarray | None = None,
-                    steps: int = 8, method: str = "lerp") -> Any:
+                    steps: int = 8, method: str = "lerp", model: str | None = None) -> Any:
         enc = lambda a: None if a is None else to_npy(a)  # noqa: E731
-        body = self._body(start=enc(start), end=enc(end), start_z=enc(start_z),
+        body = self._body(model, start=enc(start), end=enc(end), start_z=enc(start_z),
                           end_z=enc(end_z), steps=steps, method=method, output_format="npy")
         return self._post("/interpolate", body, lambda r: {"z": np.asarray(r["z"], np.float32),
                                                            "x": from_field(r["outputs"])})
 
-    def reconstruct(self, x: np.ndarray, sample: bool = False, seed: int | None = None) -> Any:
-        body = self._body(inputs=to_npy(x), sample=sample, seed=seed, output_format="npy")
+    def reconstruct(self, x: np.ndarray, sample: bool = False, seed: int | None = None,
+                    model: str | None = None) -> Any:
+        body = self._body(model, inputs=to_npy(x), sample=sample, seed=seed,
+                          output_format="npy")
         return self._post("/reconstruct", body, lambda r: from_field(r["outputs"]))
 
-    def score(self, x: np.ndarray, k: int = 1, seed: int | None = None) -> Any:
-        body = self._body(inputs=to_npy(x), k=k, seed=seed)
+    def score(self, x: np.ndarray, k: int = 1, seed: int | None = None,
+              model: str | None = None) -> Any:
+        body = self._body(model, inputs=to_npy(x), k=k, seed=seed)
         return self._post("/score", body, lambda r: {k: None if v is None else np.asarray(v)
                                                      for k, v in r.items()})
 
-    def model(self) -> Any:
-        return self._post("/model", self._body(), lambda r: r)
+    def compare(self, a: np.ndarray, b: np.ndarray, model: str | None = None) -> Any:
+        """Per pair (a[i], b[i]): overlap, kl_ab, kl_ba, w2 of the two posteriors."""
+        body = self._body(model, a=to_npy(a), b=to_npy(b))
+        return self._post("/compare", body, lambda r: {k: np.asarray(v) for k, v in r.items()})
 
-    def latent_map(self) -> Any:
-        return self._post("/latent_map", self._body(), lambda r: r)
+    def neighbors(self, x: np.ndarray, k: int = 5, measure: str | None = None,
+                  model: str | None = None) -> Any:
+        """The k nearest reference items of each item: indices, scores, labels, outputs."""
+        body = self._body(model, inputs=to_npy(x), k=k, measure=measure, output_format="npy")
+        return self._post("/neighbors", body, lambda r: {
+            "indices": np.asarray(r["indices"]), "scores": np.asarray(r["scores"]),
+            "labels": None if r["labels"] is None else np.asarray(r["labels"]),
+            "outputs": from_field(r["outputs"]), "measure": r.get("measure")})
+
+    def model(self, model: str | None = None) -> Any:
+        """The (named or default) model's info, with `models`: every served name."""
+        return self._post("/model", self._body(model), lambda r: r)
+
+    def models(self) -> Any:
+        """Every served model: [{"name", "versions", "default"}]."""
+        return self._post("/model", self._body(), lambda r: r["models"])
+
+    def latent_map(self, model: str | None = None) -> Any:
+        return self._post("/latent_map", self._body(model), lambda r: r)
 
 
 def _parse(resp: httpx.Response, parse: Any) -> Any:
@@ -166,8 +191,9 @@ class _Attempts:
 
 class VAEClient(_Api):
     def __init__(self, url: str = "http://127.0.0.1:3000", timeout: float = 30.0,
-                 version: int | None = None, retry: Retry | None = None):
-        self.version = version
+                 version: int | None = None, retry: Retry | None = None,
+                 model: str | None = None):
+        self.version, self.model_name = version, model
         self.retry = retry or Retry()
         self.retries = 0  # waits taken so far, over all calls
         self.http = httpx.Client(base_url=url, timeout=timeout)
@@ -194,8 +220,9 @@ class VAEClient(_Api):
 
 class AsyncVAEClient(_Api):
     def __init__(self, url: str = "http://127.0.0.1:3000", timeout: float = 30.0,
-                 version: int | None = None, retry: Retry | None = None):
-        self.version = version
+                 version: int | None = None, retry: Retry | None = None,
+                 model: str | None = None):
+        self.version, self.model_name = version, model
         self.retry = retry or Retry()
         self.retries = 0
         self.http = httpx.AsyncClient(base_url=url, timeout=timeout)
@@ -243,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     url = argparse.ArgumentParser(add_help=False)  # --url before or after the subcommand
     url.add_argument("--url", default=argparse.SUPPRESS,
                      help="the service's HTTP address (default http://127.0.0.1:3000)")
+    url.add_argument("--model", default=argparse.SUPPRESS,
+                     help="the served model to ask (default: the service's default model)")
     p = argparse.ArgumentParser(prog="python -m service.client", parents=[url])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sample", parents=[url],
@@ -252,13 +281,19 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int)
     s.add_argument("--out", default="samples.png")
     sub.add_parser("model", parents=[url], help="print the served model's metadata")
+    sub.add_parser("models", parents=[url], help="list the served models and their versions")
     args = p.parse_args(argv)
     address = getattr(args, "url", "http://127.0.0.1:3000")
     try:  # a CLI user gets one line, not a traceback; waiting 30 s for a server that is
         # not there helps nobody, so only a short retry budget
-        with VAEClient(address, retry=Retry(budget_s=3.0)) as vae:
+        with VAEClient(address, retry=Retry(budget_s=3.0),
+                       model=getattr(args, "model", None)) as vae:
             if args.cmd == "model":
                 print(json.dumps(vae.model(), indent=2))
+            elif args.cmd == "models":
+                for m in vae.models():
+                    default = "  (default)" if m["default"] else ""
+                    print(f"{m['name']}  versions {m['versions']}{default}")
             else:
                 x = vae.sample(args.n, args.temperature, args.seed)["x"]
                 save_grid(x, args.out)

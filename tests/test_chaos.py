@@ -2,9 +2,10 @@
 (Debian's package, deploy/haproxy/haproxy.cfg with only addresses and ports substituted), a
 locust load through the balancer at half its measured peak, and in each scenario something
 breaks: a rolling restart, a model rollout, a replica SIGKILLed, a worker SIGKILLed, the Python
-client alone across a restart, and the rolling restart and rollout under gRPC calls from
-several channels. Not one call may fail; a rollout must name its version in every answer and
-move each replica once. `make chaos` runs the same for at least 30 s per scenario."""
+client alone across a restart, the rolling restart and rollout under gRPC calls from several
+channels, and a second model added and removed (the replicas serve VAE_MODELS=*). Not one
+call may fail; a rollout must name its version in every answer and move each replica once.
+`make chaos` runs the same for at least 30 s per scenario."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ SECONDS = 6.0
 def chaos(trained, tmp_path_factory):
     work = tmp_path_factory.mktemp("chaos")
     repo = copy_newest(trained["repository"], "digits", work / "repository")  # rollouts add
-    with Cluster(repo, "digits", work) as cluster:
+    with Cluster(repo, "digits", work, models="*") as cluster:
         peak = peak_rps(cluster.url, work, 3.0)
         print(f"chaos: peak {peak:.0f} req/s through the balancer")
         yield Chaos(cluster, trained["checkpoint"], work, SECONDS, 0.5 * peak, [1, 8, 8])

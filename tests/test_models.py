@@ -295,3 +295,52 @@ def test_a_named_broken_model_refuses_the_start(repo):
         assert "refusing to start" in out and "broken" in out and "sha256" in out
     finally:
         srv.stop()
+
+
+def test_the_python_client_and_command_name_models(servers):
+    import asyncio
+    import subprocess
+    import sys
+
+    from service.client import AsyncVAEClient, VAEClient
+    from tests.conftest import ROOT
+
+    url = servers["multi"].url
+    with VAEClient(url, model="classic28") as vae:
+        assert vae.sample(2, seed=0)["x"].shape == (2, 1, 28, 28)
+        assert vae.sample(2, seed=0, model="digits")["x"].shape == (2, 1, 8, 8)
+        assert vae.model()["name"] == "classic28"
+        assert [m["name"] for m in vae.models()] == sorted(MODELS)
+        x = vae.sample(3, seed=1)["x"]
+        near = vae.neighbors(x, k=2)
+        assert near["indices"].shape == (3, 2) and near["outputs"].shape == (3, 2, 1, 28, 28)
+        assert np.allclose(vae.compare(x, x)["w2"], 0, atol=1e-6)
+
+    async def together() -> np.ndarray:
+        async with AsyncVAEClient(url, model="classic28") as avae:
+            return (await avae.encode(x, samples=1, seed=2))["z"]
+
+    with VAEClient(url) as vae:
+        np.testing.assert_allclose(asyncio.run(together()),
+                                   vae.encode(x, samples=1, seed=2, model="classic28")["z"])
+    out = subprocess.run([sys.executable, "-m", "service.client", "models", "--url", url],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "classic28  versions [1]" in out.stdout and \
+        "digits  versions [1]  (default)" in out.stdout, out.stderr
+    out = subprocess.run([sys.executable, "-m", "service.client", "model", "--url", url,
+                          "--model", "classic28"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert json.loads(out.stdout)["input"]["shape"] == [1, 28, 28]
+
+
+def test_the_api_document_names_the_models(servers):
+    def model_field(srv) -> dict:
+        doc = httpx.get(srv.url + "/docs.json", timeout=10).json()
+        return doc["components"]["schemas"]["Encode"]["properties"]["model"]
+
+    fixed = model_field(servers["classic28"])  # names fixed by the settings: an enum
+    assert fixed["anyOf"][0] == {"type": "string", "enum": ["classic28"]}
+    live = model_field(servers["multi"])  # VAE_MODELS=*: any name of the rule
+    assert live["anyOf"][0]["pattern"] == "^[a-z0-9][a-z0-9_-]{0,62}$"
+    page = httpx.get(servers["multi"].url + "/", timeout=10).text
+    assert "ui/?model=classic28" in page and "ui/?model=digits" in page

@@ -41,27 +41,22 @@ def _mnist_repo(tmp: Path) -> Path:
     return tmp / "repository"
 
 
-def _byo_repo(tmp: Path) -> Path:
-    """A user's own VAE (tests/byo_classic.py) exported with export_vae: the page is the same."""
-    import torch
-    from byo_classic import train_classic
-    from sklearn.datasets import load_digits
+def _byo_repo(tmp: Path, trained: dict) -> Path:
+    """A user's own VAE (tests/byo_classic.py, on 28x28 digits) exported with export_vae,
+    served beside the digits model: the page is the same, and its model picker switches."""
+    from two_models import export_classic28
 
-    from export import export_vae
-
-    d = load_digits()
-    x = torch.tensor(d.data / 16.0, dtype=torch.float32)
-    m = train_classic(x[:1500])
-    export_vae(m.encode, m.decode, input_shape=(1, 8, 8), encoder_input="flat",
-               repository=tmp / "repository", name="digits", variants=(),
-               heldout=x[1500:].numpy().reshape(-1, 1, 8, 8), labels=d.target[1500:])
+    shutil.copytree(trained["repository"] / "digits", tmp / "repository" / "digits")
+    export_classic28(tmp / "repository")
     return tmp / "repository"
 
 
 @pytest.fixture(scope="module", params=["digits", "mnist", "byo"])
 def served(request, trained, tmp_path_factory):
-    if request.param == "byo":
-        repo, name = _byo_repo(tmp_path_factory.mktemp("ui-byo")), "digits"
+    env = {}
+    if request.param == "byo":  # two models; the user's own is the default
+        repo, name = _byo_repo(tmp_path_factory.mktemp("ui-byo"), trained), "classic28"
+        env = {"VAE_MODELS": "classic28,digits"}
     elif request.param == "mnist":
         if not MNIST_DIR.is_dir():
             pytest.skip(f"{MNIST_DIR} is absent")
@@ -72,7 +67,7 @@ def served(request, trained, tmp_path_factory):
         name = "mnist"
     else:
         repo, name = trained["repository"], "digits"
-    with Server(repo, {"VAE_MODEL_NAME": name}) as srv:
+    with Server(repo, {"VAE_MODEL_NAME": name, **env}) as srv:
         srv.name = request.param  # screenshots: results/ui/<param>-*.png
         yield srv
 
@@ -369,3 +364,32 @@ def test_every_page_loads_only_from_its_own_origin(browser, served):
         if path == "/docs":
             assert "digits" in browser.page_source or "VAE" in browser.page_source
     assert "digits" in httpx.get(served.url + "/").text
+
+
+def test_the_model_picker_switches_every_panel(browser, served):
+    """With two models, picking the other one rebuilds the page for it: its name and shapes,
+    and every panel filled from its endpoints."""
+    from selenium.webdriver.support.ui import Select
+
+    names = [m["name"] for m in post(served, "/model", {})["models"]]
+    picker = Select(browser.find_element("id", "model"))
+    assert [o.text for o in picker.options] == names
+    if len(names) < 2:
+        return
+    other = next(n for n in names if n != post(served, "/model", {})["name"])
+    picker.select_by_value(other)
+    wait_for(browser, f"window.location.search === '?model={other}' && "
+             "document.body.dataset.loaded === '1'", timeout=60)
+    info = post(served, "/model", {"model": other})
+    assert browser.find_element("id", "model-info").text.startswith(f"{other} v")
+    assert browser.execute_script("return document.body.dataset.shape;") == \
+        str(info["input"]["shape"]).replace(" ", "")
+    want = post(served, "/sample", {"n": 16, "seed": 0, "model": other})["outputs"]
+    drawn = canvas_pixels(browser, "#sample-grid canvas")
+    for got, img in zip(drawn, as_pixels(want), strict=True):
+        np.testing.assert_array_equal(got, img[0])
+    x3 = post(served, "/sample", {"n": 1, "seed": 3, "model": other})["outputs"]
+    recon = post(served, "/reconstruct", {"inputs": x3, "model": other})["outputs"]
+    np.testing.assert_array_equal(canvas_pixels(browser, "#encode-recon")[0],
+                                  as_pixels(recon)[0][0])
+    browser.save_screenshot(str(_shot(served, f"model-{other}")))

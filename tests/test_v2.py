@@ -160,7 +160,7 @@ def test_grpc_and_http_requests_share_one_batch(server, clients, dims):
     shape, _ = dims
     x = np.random.default_rng(2).random((2, *shape), dtype=np.float32)
     g, mod = clients["grpc"]
-    label = 'graph="encoder"'
+    label = 'graph="encoder",model="digits"'
 
     def http_call(barrier: threading.Barrier) -> list:
         barrier.wait()

@@ -122,12 +122,13 @@ def test_a_call_keeps_the_version_it_resolved_even_once_retired(trained, monkeyp
     from service.errors import NotReady, VersionNotFound
     from service.operations import v2
     from service.operations.api import Operations
-    from service.runtime.engine import ModelSet
+    from service.runtime.registry import ModelRegistry
 
     monkeypatch.setenv("VAE_MODEL_REPOSITORY", str(trained["repository"]))
     settings = load_settings()
-    models = ModelSet.load(settings)
-    ops = Operations(models, settings)
+    registry = ModelRegistry.load(settings)
+    models = registry.get(None)
+    ops = Operations(registry, settings)
     rt = v2.resolve(ops, "sample", None)
     version = rt.manifest.version
     del models.runtimes[version]  # what the watcher does when a newer version is ready

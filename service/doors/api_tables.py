@@ -43,7 +43,8 @@ def markdown_tables(doc: dict[str, Any] | None = None) -> str:
             default = "required" if name in schema.get("required", []) else \
                 f"`{spec.get('default')}`".replace("`None`", "none")
             meaning = spec.get("description", "").replace("|", "\\|")
-            out.append(f"| `{name}` | {_type(spec)} | {default} | {_bounds(spec)} | {meaning} |")
+            kind = "string" if name == "model" else _type(spec)  # its enum: the server's names
+            out.append(f"| `{name}` | {kind} | {default} | {_bounds(spec)} | {meaning} |")
         out.append("")
     return "\n".join(out)
 

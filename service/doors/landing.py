@@ -39,7 +39,8 @@ document</a>; every operation is a POST with a JSON body</li>
 
 
 _MODEL = """<li>Model <b>{name}</b>{default}, version <b>{version}</b> (loaded: {versions});
-items [N, {shape}], latent size {latent}, {likelihood} likelihood.</li>"""
+items [N, {shape}], latent size {latent}, {likelihood} likelihood;
+<a href="ui/?model={name}">explore it</a>.</li>"""
 
 
 def page(svc: Any) -> bytes:

@@ -31,6 +31,8 @@ SWAGGER_PAGE = b"""<!DOCTYPE html>
   </body>
 </html>
 """
+MODEL_FIELD = ("served model (an enum of the served names when VAE_MODELS fixes them); "
+               "default: the service's default model")
 V2_PATH_PARAMS = {"model": "V2 model: encoder, decoder, sample, interpolate (the default "
                            "model's), or m.encoder ... for served model m",
                   "version": "an integer version of the model"}
@@ -81,8 +83,7 @@ def _model_field(schema: dict[str, Any], names: tuple[str, ...] | None,
         string["enum"] = list(names)
     prop["anyOf"] = [string, {"type": "null"}]
     prop.pop("maxLength", None)
-    prop["description"] = (f"served model; default {default!r}" if default else
-                           "served model; default the service's default model")
+    prop["description"] = MODEL_FIELD
 
 
 @lru_cache(maxsize=8)

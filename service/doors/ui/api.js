@@ -5,7 +5,10 @@
 
 const VAE = (() => {
   const base = new URL("../", window.location.href); // the page lives at <service>/ui/
-  const state = { version: null, token: sessionStorage.getItem("vae-token") || "" };
+  // the model comes from the page's address (?model=name): picking another one reloads the
+  // page, so that every panel and picker is rebuilt for that model's shapes
+  const state = { version: null, token: sessionStorage.getItem("vae-token") || "",
+    model: new URLSearchParams(window.location.search).get("model") };
 
   function setStatus(text, isError = false) {
     const el = document.getElementById("status");
@@ -16,7 +19,9 @@ const VAE = (() => {
   async function post(path, body = {}) {
     const headers = { "Content-Type": "application/json" };
     if (state.token) headers.Authorization = `Bearer ${state.token}`;
-    const payload = state.version ? { ...body, version: state.version } : body;
+    const payload = { ...body };
+    if (state.model) payload.model = state.model;
+    if (state.version) payload.version = state.version;
     const r = await fetch(new URL(path.replace(/^\//, ""), base), {
       method: "POST", headers, body: JSON.stringify(payload),
     });

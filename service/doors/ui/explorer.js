@@ -16,6 +16,10 @@ async function loadModel() {
   const [c, h, w] = model.input.shape;
   $("model-info").textContent = `${model.name} v${model.version} · input ${c}×${h}×${w} · `
     + `latent ${model.latent_dim} · ${model.likelihood} · ${model.provider}`;
+  const models = $("model");
+  if (!models.options.length) {
+    for (const m of model.models) models.add(new Option(m.name, m.name, false, m.name === model.name));
+  }
   const sel = $("version");
   if (!sel.options.length) {
     for (const v of model.versions) sel.add(new Option(`v${v}`, String(v), false, v === model.version));
@@ -204,6 +208,11 @@ async function start() {
   const pickCA = VAE.picker($("cmp-a"), shape, 4), pickCB = VAE.picker($("cmp-b"), shape, 5);
   $("compare-go").addEventListener("click", () => VAE.guarded("comparing", () => Dist.compare(pickCA, pickCB)));
   $("map-projection").addEventListener("change", () => VAE.guarded("loading the latent map", loadMap));
+  $("model").addEventListener("change", () => {
+    const url = new URL(window.location.href);
+    url.searchParams.set("model", $("model").value);
+    window.location.assign(url); // every panel rebuilt for the other model's shapes
+  });
   $("version").addEventListener("change", () => {
     VAE.state.version = Number($("version").value);
     encodedMu = null; encodedNear = []; // another version: another latent space
