@@ -117,6 +117,7 @@ class FrontDoor:
         self.auth = BearerAuth.from_settings(settings)
         self.deadlines = Deadlines(settings.timeout_s)
         self.access_log = settings.access_log == "json"
+        self.svc: Any = None  # the worker's service instance, once it exists
         ADMISSION.limit = settings.max_concurrency
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -128,7 +129,10 @@ class FrontDoor:
         rid = request_id(headers.get(b"x-request-id"))
         op = OPERATIONS.get(path)
         endpoint = path if op is not None or path in LABELLED else v2_endpoint(path) or "other"
-        call = Call(endpoint, "http", rid, method, path, self.access_log)
+        svc = self.svc  # model calls start labelled with the default model (Call.relabel)
+        model = svc.registry.default_name or "" if svc is not None and (
+            op is not None or path.startswith("/v2/models/")) else ""
+        call = Call(endpoint, "http", rid, method, path, self.access_log, model)
         status, kind = 499, None  # 499: the client left before an answer was started
         try:
             if self.auth is not None and method != "OPTIONS" and not self.auth.allows(
@@ -190,9 +194,10 @@ class FrontDoor:
         return None
 
     def _service(self) -> Any:
-        svc = self.instance()
+        svc = self.svc or self.instance()
         if svc is None:  # the worker is still starting
             raise NotReady("the service is starting")
+        self.svc = svc
         return svc
 
     async def _api_call(self, receive: Any, headers: dict[bytes, bytes], call: Call,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.errors import BadInput
+from service.errors import ApiError, BadInput
 from service.lifecycle.calls import Call
 from service.operations.api import Operation, Operations
 from service.operations.tensors import encode_images
@@ -45,11 +45,29 @@ def json_bytes(out: dict[str, Any]) -> bytes:
     return orjson.dumps(out, default=_as_json, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def _named_model(ops: Operations, body: bytes, header_model: bytes | None) -> str:
+    """The served model an invalid request was for (its `model`, header, or the default), or
+    "" when it names none that is served: the error's metrics label."""
+    try:
+        named = orjson.loads(body or b"{}").get("model") if header_model is None else \
+            header_model.decode("latin-1")
+    except (orjson.JSONDecodeError, AttributeError):
+        named = None
+    try:
+        return ops.model_set(named if isinstance(named, str) else None).name
+    except ApiError:
+        return ""
+
+
 async def call(op: Operation, ops: Operations, body: bytes, call: Call,
                header_model: bytes | None = None) -> Answer:
     """One operation; ApiError for anything the client must fix. The model is the body's
     `model`, else the request's X-Model-Name header, else the default model."""
-    req = op.parse(body)
+    try:
+        req = op.parse(body)
+    except BadInput:
+        call.relabel(_named_model(ops, body, header_model))  # its errors count for its model
+        raise
     if header_model is not None:
         named = header_model.decode("latin-1")
         if req.model is None:
@@ -57,7 +75,11 @@ async def call(op: Operation, ops: Operations, body: bytes, call: Call,
         elif req.model != named:
             raise BadInput(f"model: {req.model[:80]!r} in the body and X-Model-Name "
                            f"{named[:80]!r} disagree")
-    ms = ops.model_set(req.model)  # 404 naming the served models, before any work
+    try:
+        ms = ops.model_set(req.model)  # 404 naming the served models, before any work
+    except ApiError:
+        call.relabel("")  # the label stays bounded: no unknown names
+        raise
     call.relabel(ms.name)
     res = await op.run(ops, req)
     fields = dict(res)

@@ -76,9 +76,12 @@ def rpc(path: Callable[[Any], str], admit: bool = False) -> Callable:
         def wrapper(self: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
             endpoint = path(request)
             metadata = dict(context.invocation_metadata() or ())
+            svc = self.current()  # model calls start labelled with the default model
+            model = svc.registry.default_name or "" if svc is not None and \
+                endpoint.startswith("/v2/models/") else ""
             call = Call(v2_endpoint(endpoint) or "other", "grpc",
                         request_id(metadata.get("x-request-id")), type(request).__name__,
-                        endpoint, self.access_log)
+                        endpoint, self.access_log, model)
             code, kind, message = "OK", None, ""
             try:
                 if self.auth is not None and not self.auth.allows(
@@ -166,7 +169,11 @@ class Servicer(pbg.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: Any, call: Call, timeout: float | None) -> Any:
         svc = self.current()
         model, version = request.model_name, request.model_version
-        rt = v2.resolve(svc.ops, model, version)  # unknown model or version first, as in REST
+        try:
+            rt = v2.resolve(svc.ops, model, version)  # unknown model or version first, as REST
+        except ApiError:
+            call.relabel(v2.served_model(svc.registry, model))
+            raise
         call.relabel(rt.name)
         work = v2.infer(svc.ops, rt, model, decode_inputs(request), parameters(request))
         outs, res = self._in_loop(work, timeout)

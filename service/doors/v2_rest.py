@@ -159,7 +159,11 @@ Handler = Callable[..., Awaitable[Answer]]
 async def infer(svc: Any, body: bytes, headers: dict[bytes, bytes], call: Call, model: str,
                 version: str | None = None) -> Answer:
     """One V2 REST inference."""
-    rt = v2.resolve(svc.ops, model, version)  # unknown model or version: 404 before the body
+    try:
+        rt = v2.resolve(svc.ops, model, version)  # unknown model or version: 404 first
+    except ApiError:
+        call.relabel(v2.served_model(svc.registry, model))
+        raise
     call.relabel(rt.name)
     encoding = headers.get(b"content-encoding")
     body = _decompress(body, encoding and encoding.decode("latin-1"),

@@ -56,12 +56,14 @@ class Call:
                  "log", "model")
 
     def __init__(self, endpoint: str, protocol: str, rid: str, method: str, path: str,
-                 access_log: bool):
+                 access_log: bool, model: str = ""):
+        """model: the label to start with (a model call: the default model, so that the
+        common call that names none is never relabelled; others "")."""
         self.endpoint, self.protocol, self.rid = endpoint, protocol, rid
         self.method, self.path, self.log = method, path, access_log
         self.t0 = time.perf_counter()
-        self.model = ""  # until the call names a served model (relabel)
-        self.series = series(endpoint, protocol)
+        self.model = model
+        self.series = series(endpoint, protocol, model)
         self.series.in_flight.inc()
         self.admitted = False
 
