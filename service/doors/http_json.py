@@ -75,12 +75,13 @@ async def call(op: Operation, ops: Operations, body: bytes, call: Call,
         elif req.model != named:
             raise BadInput(f"model: {req.model[:80]!r} in the body and X-Model-Name "
                            f"{named[:80]!r} disagree")
-    try:
-        ms = ops.model_set(req.model)  # 404 naming the served models, before any work
-    except ApiError:
-        call.relabel("")  # the label stays bounded: no unknown names
-        raise
-    call.relabel(ms.name)
+    if req.model is not None or not call.model:  # (else: the default, as labelled)
+        try:
+            ms = ops.model_set(req.model)  # 404 naming the served models, before any work
+        except ApiError:
+            call.relabel("")  # the label stays bounded: no unknown names
+            raise
+        call.relabel(ms.name)
     res = await op.run(ops, req)
     fields = dict(res)
     for name in op.image_outputs:

@@ -92,7 +92,8 @@ class Operations:
         if p is not None and version in (None, p.manifest.version) and \
                 model in (None, p.manifest.name):
             return p
-        ms = self.registry.get(model)
+        reg = self.registry  # the registry's lookup, inlined: every call passes here
+        ms = reg.models.get(reg.default_name if model is None else model) or reg.get(model)
         if not ms.runtimes:
             raise NotReady(f"model {ms.name!r}: no version is loaded yet")
         return ms.get(version)

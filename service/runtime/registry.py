@@ -47,6 +47,7 @@ class ModelRegistry:
     watchers: dict[str, RepositoryWatcher] = field(default_factory=dict)
     _refused_sig: dict[str, tuple] = field(default_factory=dict)
     _skipped: set[str] = field(default_factory=set)  # bad folder names, logged once
+    default_name: str | None = None  # (set from the settings and what is served)
     _task: asyncio.Task | None = None
     _lock: asyncio.Lock | None = None
 
@@ -54,7 +55,7 @@ class ModelRegistry:
         self.wanted = self.settings.model_names  # None: every folder (`*`)
         for ms in self.models.values():
             self._watch(ms)
-        self._default = self._choose_default()
+        self.default_name = self._choose_default()
 
     @classmethod
     def load(cls, settings: Settings, on_loaded: Hook = lambda rt: None,
@@ -85,10 +86,6 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self.models)
 
-    @property
-    def default_name(self) -> str | None:
-        return self._default
-
     def _choose_default(self) -> str | None:
         st = self.settings
         if st.default_model:
@@ -100,11 +97,11 @@ class ModelRegistry:
     def get(self, name: str | None) -> ModelSet:
         """The served model `name` (None: the default); ModelNotFound naming the served ones."""
         models = self.models  # one snapshot
-        found = models.get(self._default if name is None else name)
+        found = models.get(self.default_name if name is None else name)
         if found is None:
             served = ", ".join(sorted(models)) or "none yet"
             if name is None:
-                raise ModelNotFound(f"model: the default model {self._default!r} is not served "
+                raise ModelNotFound(f"model: the default model {self.default_name!r} is not served "
                                     f"now; name one (served: {served})")
             raise ModelNotFound(f"model: {name[:80]!r} is not served (served: {served})")
         return found
@@ -149,7 +146,7 @@ class ModelRegistry:
         self._refused_sig.pop(name, None)
         self.models = {**self.models, name: ms}
         self._watch(ms)
-        self._default = self._choose_default()
+        self.default_name = self._choose_default()
         return ms
 
     async def _add(self, name: str) -> bool:
@@ -167,7 +164,7 @@ class ModelRegistry:
         self._refused_sig.pop(name, None)
         self._watch(ms)
         self.models = {**self.models, name: ms}  # verified and warm: now routable
-        self._default = self._choose_default()
+        self.default_name = self._choose_default()
         for rt in ms.runtimes.values():
             self.on_loaded(rt)
         log.info("now serving model %s (versions %s)", name, ms.versions)
@@ -176,7 +173,7 @@ class ModelRegistry:
     def _remove(self, name: str) -> None:
         """A model whose folder is gone: 404 from now on; calls holding it finish first."""
         self.models = {n: m for n, m in self.models.items() if n != name}
-        self._default = self._choose_default()
+        self.default_name = self._choose_default()
         watcher = self.watchers.pop(name, None)
         if watcher is not None:
             watcher.retire_all()
