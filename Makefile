@@ -23,7 +23,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
-	bench-p6 bench-serving bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
+	bench-p6 bench-serving bench-models bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
 # PyTorch's CPU build. From PyPI, torch==X is the CUDA build (several GB), so when pip cannot
@@ -105,6 +105,8 @@ RUN_P1 = $(BIN)/python -m benchmarks.p1_onnx_vs_torch --checkpoint runs/digits/c
 	  --checkpoint runs/mnist/checkpoint.pt --out results/bench-p1.json
 RUN_SERVING = $(BIN)/python -m benchmarks.serving --repository $(REPOSITORY) \
 	  --seconds $(BENCH_SECONDS) --out results/bench.json
+RUN_MODELS = $(BIN)/python -m benchmarks.models --repository $(REPOSITORY) \
+	  --models digits,mnist --seconds $(BENCH_SECONDS) --out results/bench-models.json
 RUN_P6 = $(BIN)/python -m benchmarks.p6_triton --triton-python $(TRITON_VENV)/bin/python \
 	  --repository $(REPOSITORY) --seconds $(BENCH_SECONDS) --out results/bench-p6.json
 
@@ -114,6 +116,7 @@ bench: bench-deps
 	$(RUN_P1)
 	$(RUN_SERVING)
 	$(RUN_P6)
+	$(RUN_MODELS)
 	$(BIN)/python -m benchmarks.table
 bench-p1: install
 	@test -f runs/digits/checkpoint.pt || $(MAKE) --no-print-directory model-digits
@@ -124,6 +127,11 @@ bench-serving: bench-deps
 	$(RUN_SERVING)
 bench-p6: bench-deps
 	$(RUN_P6)
+# several models in one service (P7, RSS per model: docs/BENCHMARKS.md)
+bench-models: bench-deps
+	@ls $(REPOSITORY)/mnist/*/manifest.json >/dev/null 2>&1 || \
+	  $(MAKE) --no-print-directory model-mnist
+	$(RUN_MODELS)
 bench-deps: install $(TRITON_VENV)/bin/python
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PIP_INSTALL) -e '.[$(EXTRAS),bench]'
