@@ -23,7 +23,7 @@ from service.doors.http_json import Answer
 from service.errors import ApiError, BadInput, NotReady
 from service.lifecycle.calls import Call
 from service.operations import v2
-from service.operations.api import validation_error
+from service.operations.requests import validation_error
 
 HEADER = "Inference-Header-Content-Length"
 

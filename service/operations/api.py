@@ -9,8 +9,7 @@ into these same functions."""
 from __future__ import annotations
 
 import asyncio
-import difflib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ from service.operations.requests import (
     Request,
     Sample,
     Score,
+    validation_error,
 )
 from service.operations.tensors import decode_images, decode_latents
 from service.runtime import latent, neighbors
@@ -47,22 +47,6 @@ class Result(dict):
         super().__init__(fields)
         self.model, self.version = rt.manifest.name, rt.manifest.version
         self.item_count = item_count  # (dict has .items())
-
-
-def validation_error(exc: ValidationError, known: Iterable[str] = ()) -> BadInput:
-    """Each invalid field by name and what is wrong with it; an unknown field gets the closest
-    of the `known` ones suggested (a typo such as `input` for `inputs`)."""
-    details = exc.errors(include_url=False, include_context=False, include_input=False)
-    known = list(known)
-    for d in details:
-        if d["type"] == "extra_forbidden" and d["loc"]:
-            close = difflib.get_close_matches(str(d["loc"][-1]), known, n=1, cutoff=0.6)
-            d["msg"] += f"; did you mean {close[0]!r}?" if close else \
-                f" (fields: {', '.join(known)})" if known else ""
-    parts = [f"{'.'.join(str(p) for p in d['loc']) or 'body'}: {d['msg']}" for d in details]
-    err = BadInput("; ".join(parts))
-    err.detail = [{k: d[k] for k in ("loc", "msg", "type") if k in d} for d in details]
-    return err
 
 
 def _limit(field: str, value: int, limit: int) -> None:

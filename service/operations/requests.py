@@ -5,9 +5,13 @@ the operations themselves (service/operations/api.py)."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.errors import BadInput
 
 # z = T * eps must stay finite and meaningful; eps beyond +-6 is rare, so this is ample.
 MAX_TEMPERATURE = 100.0
@@ -117,3 +121,19 @@ class LatentMap(Request):
 
 class ModelInfo(Request):
     """The served model: identity, shapes, graphs, training metrics."""
+
+
+def validation_error(exc: ValidationError, known: Iterable[str] = ()) -> BadInput:
+    """Each invalid field by name and what is wrong with it; an unknown field gets the closest
+    of the `known` ones suggested (a typo such as `input` for `inputs`)."""
+    details = exc.errors(include_url=False, include_context=False, include_input=False)
+    known = list(known)
+    for d in details:
+        if d["type"] == "extra_forbidden" and d["loc"]:
+            close = difflib.get_close_matches(str(d["loc"][-1]), known, n=1, cutoff=0.6)
+            d["msg"] += f"; did you mean {close[0]!r}?" if close else \
+                f" (fields: {', '.join(known)})" if known else ""
+    parts = [f"{'.'.join(str(p) for p in d['loc']) or 'body'}: {d['msg']}" for d in details]
+    err = BadInput("; ".join(parts))
+    err.detail = [{k: d[k] for k in ("loc", "msg", "type") if k in d} for d in details]
+    return err
