@@ -22,7 +22,7 @@ export VAE_MODELS ?= $(MODELS)
 export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
-.PHONY: install model model-digits model-mnist serve test lint clean bench-p1 loadtest bench \
+.PHONY: install model model-digits model-mnist serve test test-quick lint clean bench-p1 loadtest bench \
 	bench-p6 bench-serving bench-models bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
@@ -230,6 +230,16 @@ fuzz: install
 test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The development loop (a few minutes): the unit and contract tests, and one real-server module
+# per door (HTTP JSON, V2 REST and gRPC with tritonclient, several models at once). `make test`
+# stays the whole suite, the one CI runs.
+QUICK_TESTS ?= tests/test_registry.py tests/test_tensors_latent.py tests/test_v2_logic.py \
+	tests/test_settings.py tests/test_metrics_logic.py tests/test_model.py \
+	tests/test_service_http.py tests/test_v2.py tests/test_models.py
+test-quick: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q $(QUICK_TESTS)
 
 lint: install
 	$(BIN)/ruff check .

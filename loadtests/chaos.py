@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtests.chaos_load import ClientLoad, GrpcLoad, HttpLoad, summary
+from loadtests.chaos_load import ClientLoad, GrpcLoad, HttpLoad, MachineTooBusy, summary
 from loadtests.chaos_rules import client_failures, cut_answers, rollout_rules, switch_counts
 from loadtests.cluster import Cluster
 from modelrepo.repository import list_versions
@@ -71,6 +71,8 @@ class Chaos:
         """Run `load`, act after the warm-up, keep the load on until --seconds have passed and
         for at least a few seconds after the action, so its aftermath is measured too."""
         with load:
+            if isinstance(load, HttpLoad):
+                load.wait_started()  # the warm-up and the fault begin once the load has
             t0 = time.monotonic()
             time.sleep(self.warm)
             notes = action()
@@ -224,13 +226,17 @@ class Chaos:
 
 
 def peak_rps(url: str, work: Path, seconds: float) -> float:
-    """Requests/s of unpaced locust MixUsers through the balancer (the first 2 s left out)."""
+    """Requests/s of unpaced locust MixUsers through the balancer (the first 2 s after its
+    first answer left out); MachineTooBusy when the load never got going."""
     load = HttpLoad(url, work, 0.0, users=16)
     with load:
+        load.wait_started()
         time.sleep(seconds + 2)
     calls = load.calls()
     start = min(c["t"] for c in calls) + 2
     steady = [c for c in calls if c["t"] >= start]
+    if len(steady) < 10:
+        raise MachineTooBusy(f"only {len(steady)} answers in {seconds:g} s of unpaced load")
     return len(steady) / (max(c["t"] for c in steady) - start)
 
 
@@ -260,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with Cluster(repo, a.model, work, models="*") as cluster:
         shape = httpx.post(cluster.url + "/model", json={}, timeout=10).json()["input"]["shape"]
-        peak = peak_rps(cluster.url, work, 10.0)
+        try:
+            peak = peak_rps(cluster.url, work, 10.0)
+        except MachineTooBusy as exc:
+            print(f"chaos: the machine is too busy to measure: {exc}", file=sys.stderr)
+            return 2
         rate = a.fraction * peak
         print(f"chaos: peak through the balancer {peak:.0f} req/s; load {rate:.0f} req/s "
               f"({a.fraction:.0%}), >= {a.seconds:g} s per scenario", flush=True)

@@ -36,6 +36,10 @@ def summary(calls: list[dict]) -> dict:
             "rps": round(len(calls) / span, 1) if span else 0.0, "errors": errors}
 
 
+class MachineTooBusy(RuntimeError):
+    """The machine was too busy for a measurement to mean anything (said, never a crash)."""
+
+
 class HttpLoad:
     """`locust --headless` against `host` until stopped (SIGTERM: locust's own clean exit)."""
 
@@ -58,6 +62,19 @@ class HttpLoad:
     def __exit__(self, *exc: object) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
+
+    def wait_started(self, timeout: float = 120.0) -> float:
+        """Block until locust has had its first answer (on a busy machine starting locust and
+        its users takes seconds); -> the seconds waited. MachineTooBusy past `timeout`."""
+        t0 = time.monotonic()
+        marker = Path(f"{self.record}.started")
+        while not marker.exists():
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"locust exited early: {self.log.read_text()[-2000:]}")
+            if time.monotonic() - t0 > timeout:
+                raise MachineTooBusy(f"locust sent no request within {timeout:g} s")
+            time.sleep(0.05)
+        return time.monotonic() - t0
 
     def calls(self) -> list[dict]:
         if not self.record.exists():

@@ -65,11 +65,21 @@ def _load_pool(environment, **_: object) -> None:
 
 
 RECORD: list[dict] = []
+FIRST = {"marker": ""}  # --record's "<record>.started", touched at the first answer
+
+
+@events.test_start.add_listener
+def _mark_first(environment, **_: object) -> None:
+    opts = environment.parsed_options
+    FIRST["marker"] = f"{opts.record}.started" if opts and opts.record else ""
 
 
 @events.request.add_listener
 def _record(request_type, name, response_time, response_length, response=None, exception=None,
             start_time=None, **_: object) -> None:
+    if FIRST["marker"]:  # a measurement waits for this: the load has really begun
+        open(FIRST["marker"], "w").close()
+        FIRST["marker"] = ""
     headers = getattr(response, "headers", None) or {}
     RECORD.append({"t": start_time, "ms": response_time, "name": name, "ok": exception is None,
                    "version": headers.get("x-model-version"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.chaos import SCENARIOS, Chaos, copy_newest, peak_rps
+from loadtests.chaos_load import MachineTooBusy
 from loadtests.cluster import HAPROXY, Cluster
 
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(),
@@ -27,7 +28,10 @@ def chaos(trained, tmp_path_factory):
     work = tmp_path_factory.mktemp("chaos")
     repo = copy_newest(trained["repository"], "digits", work / "repository")  # rollouts add
     with Cluster(repo, "digits", work, models="*") as cluster:
-        peak = peak_rps(cluster.url, work, 3.0)
+        try:
+            peak = peak_rps(cluster.url, work, 3.0)
+        except MachineTooBusy as exc:
+            pytest.skip(f"the machine was too busy to measure the balancer's peak: {exc}")
         print(f"chaos: peak {peak:.0f} req/s through the balancer")
         yield Chaos(cluster, trained["checkpoint"], work, SECONDS, 0.5 * peak, [1, 8, 8])
     shutil.rmtree(work / "repository", ignore_errors=True)
