@@ -78,6 +78,15 @@ def from_field(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
+def request_headers(token: str | None, extra: dict[str, str] | None) -> dict[str, str]:
+    """Headers sent with every call: `extra` (e.g. a gateway's), and the bearer token of a
+    service started with VAE_AUTH_TOKEN."""
+    out = dict(extra or {})
+    if token:
+        out["Authorization"] = f"Bearer {token}"
+    return out
+
+
 def _clean(body: dict) -> dict:
     return {k: v for k, v in body.items() if v is not None}
 
@@ -154,8 +163,11 @@ class _Api:
         """Every served model: [{"name", "versions", "default"}]."""
         return self._post("/model", self._body(), lambda r: r["models"])
 
-    def latent_map(self, model: str | None = None) -> Any:
-        return self._post("/latent_map", self._body(model), lambda r: r)
+    def latent_map(self, projection: str = "pca", with_mu: bool = False,
+                   model: str | None = None) -> Any:
+        """The reference set's 2-D map: points, labels, quality (and mu with with_mu)."""
+        body = self._body(model, projection=projection, with_mu=with_mu)
+        return self._post("/latent_map", body, lambda r: r)
 
 
 def _parse(resp: httpx.Response, parse: Any) -> Any:
@@ -190,11 +202,13 @@ class _Attempts:
 class VAEClient(_Api):
     def __init__(self, url: str = "http://127.0.0.1:3000", timeout: float = 30.0,
                  version: int | None = None, retry: Retry | None = None,
-                 model: str | None = None):
+                 model: str | None = None, token: str | None = None,
+                 headers: dict[str, str] | None = None):
         self.version, self.model_name = version, model
         self.retry = retry or Retry()
         self.retries = 0  # waits taken so far, over all calls
-        self.http = httpx.Client(base_url=url, timeout=timeout)
+        self.http = httpx.Client(base_url=url, timeout=timeout,
+                                 headers=request_headers(token, headers))
 
     def _post(self, path: str, body: dict, parse: Any) -> Any:
         attempts = _Attempts(self.retry)
@@ -219,11 +233,13 @@ class VAEClient(_Api):
 class AsyncVAEClient(_Api):
     def __init__(self, url: str = "http://127.0.0.1:3000", timeout: float = 30.0,
                  version: int | None = None, retry: Retry | None = None,
-                 model: str | None = None):
+                 model: str | None = None, token: str | None = None,
+                 headers: dict[str, str] | None = None):
         self.version, self.model_name = version, model
         self.retry = retry or Retry()
         self.retries = 0
-        self.http = httpx.AsyncClient(base_url=url, timeout=timeout)
+        self.http = httpx.AsyncClient(base_url=url, timeout=timeout,
+                                      headers=request_headers(token, headers))
 
     async def _post(self, path: str, body: dict, parse: Any) -> Any:
         attempts = _Attempts(self.retry)

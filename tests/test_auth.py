@@ -84,3 +84,21 @@ def test_auth_settings(tmp_path):
     assert auth.allows("/ui", None) and auth.allows("/ui/api.js", None)
     assert not auth.allows("/uix", None) and not auth.allows("/ui/../encode", None)
     assert auth.allows("/encode", f"Bearer {TOKEN}") and not auth.allows("/encode", TOKEN)
+
+
+def test_the_python_client_sends_the_token(server):
+    import asyncio
+
+    from service.client import AsyncVAEClient, VAEClient, VAEError
+
+    with VAEClient(server.url, token=TOKEN, headers={"X-Request-ID": "client-1"}) as vae:
+        assert vae.sample(2, seed=0)["x"].shape[0] == 2
+    with VAEClient(server.url) as anonymous, pytest.raises(VAEError) as info:
+        anonymous.sample(1)
+    assert info.value.status == 401
+
+    async def with_token() -> int:
+        async with AsyncVAEClient(server.url, token=TOKEN) as avae:
+            return len((await avae.sample(3, seed=0))["z"])
+
+    assert asyncio.run(with_token()) == 3

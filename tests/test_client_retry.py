@@ -99,3 +99,22 @@ def test_backoff_grows_with_jitter_and_stops():
     assert r.wait(3, None, 100.0) is None  # the fourth attempt was the last
     assert r.wait(0, 2.5, 100.0) == 2.5  # Retry-After is a floor
     assert r.wait(0, 2.5, 1.0) is None  # beyond the budget: give up now
+
+
+def test_every_operation_has_a_client_method_with_the_same_parameters():
+    """A new operation (or request field) without its client method fails here: the sync and
+    async clients share every method (service/client.py's _Api)."""
+    import inspect
+
+    from service.client import _Api
+    from service.operations.api import OPERATIONS
+
+    skip = {"version", "output_format"}  # the client's own setting; always npy
+    renamed = {"inputs": "x"}  # the client's names for the same fields
+    for op in OPERATIONS.values():
+        method = getattr(_Api, op.name, None)
+        assert method is not None, f"service/client.py has no method for {op.route}"
+        params = set(inspect.signature(method).parameters) - {"self"}
+        for field in set(op.request.model_fields) - skip:
+            name = renamed.get(field, field)
+            assert name is None or name in params, f"{op.name}: no parameter for {field}"

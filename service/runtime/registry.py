@@ -75,7 +75,9 @@ class ModelRegistry:
             found, bad = list_models(settings.model_repository)
             reg._skip(bad)
             for name in found:
-                reg._try_load_sync(name)
+                ms = reg._verify(name)
+                if ms is not None:
+                    reg._route(ms)
         for ms in reg.models.values():
             for rt in ms.runtimes.values():
                 on_loaded(rt)
@@ -133,42 +135,37 @@ class ModelRegistry:
                 log.error("skipping folder %s/%s: not a model name (the naming rule is "
                           "[a-z0-9][a-z0-9_-]{0,62})", self.settings.model_repository, name)
 
-    def _try_load_sync(self, name: str) -> ModelSet | None:
+    def _verify(self, name: str) -> ModelSet | None:
+        """Load, verify and warm model `name` (blocking: a thread's work while serving); None,
+        with the reason recorded and logged, if it must not be served. A model refused before
+        is tried again only once its files changed."""
         sig = _model_signature(self.settings.model_repository, name)
+        if name in self._refused_sig and self._refused_sig[name] == sig:
+            return None
         try:
             ms = ModelSet.load(self.settings, name)
         except ModelRepositoryError as exc:
-            self.refused[name] = str(exc)
-            self._refused_sig[name] = sig
+            self.refused[name], self._refused_sig[name] = str(exc), sig
             log.error("model %s is not served: %s", name, exc)
             return None
         self.refused.pop(name, None)
         self._refused_sig.pop(name, None)
-        self.models = {**self.models, name: ms}
-        self._watch(ms)
-        self.default_name = self._choose_default()
         return ms
 
-    async def _add(self, name: str) -> bool:
-        """Verify, warm, then route to a model folder that appeared."""
-        sig = await asyncio.to_thread(_model_signature, self.settings.model_repository, name)
-        if name in self._refused_sig and self._refused_sig[name] == sig:
-            return False  # refused before and unchanged since
-        try:
-            ms = await asyncio.to_thread(ModelSet.load, self.settings, name)
-        except ModelRepositoryError as exc:
-            self.refused[name], self._refused_sig[name] = str(exc), sig
-            log.error("model %s is not served: %s", name, exc)
-            return False
-        self.refused.pop(name, None)
-        self._refused_sig.pop(name, None)
+    def _route(self, ms: ModelSet) -> None:
+        """A verified, warm model becomes routable (and the default may change)."""
         self._watch(ms)
-        self.models = {**self.models, name: ms}  # verified and warm: now routable
+        self.models = {**self.models, ms.name: ms}
         self.default_name = self._choose_default()
-        for rt in ms.runtimes.values():
-            self.on_loaded(rt)
-        log.info("now serving model %s (versions %s)", name, ms.versions)
-        return True
+
+    async def _add(self, name: str) -> None:
+        """A model folder that appeared: verified and warmed off the loop, then served."""
+        ms = await asyncio.to_thread(self._verify, name)
+        if ms is not None:
+            self._route(ms)
+            for rt in ms.runtimes.values():
+                self.on_loaded(rt)
+            log.info("now serving model %s (versions %s)", name, ms.versions)
 
     def _remove(self, name: str) -> None:
         """A model whose folder is gone: 404 from now on; calls holding it finish first."""
