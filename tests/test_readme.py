@@ -59,7 +59,7 @@ def test_the_shell_block_runs_as_written(tour):
     assert set(score) >= {"neg_elbo", "nll_iwae", "percentile"}
     assert len(neighbors["indices"][0]) == 3
     assert compare["overlap"][0] == pytest.approx(1.0) and compare["w2"][0] == pytest.approx(0)
-    assert refused["error"] == "n: 100000 exceeds the limit of 1024"
+    assert refused["error"] == "n: 100000 exceeds the limit of 1024 (VAE_MAX_N)"
     assert "wrote grid.png: 16 samples" in out.stdout
     assert (work / "grid.png").read_bytes()[:4] == b"\x89PNG"
 

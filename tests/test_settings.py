@@ -25,3 +25,16 @@ def test_documented_table_is_the_settings():
         "output of `python -m service.config`"
     for name, field in Settings.model_fields.items():
         assert field.description, f"{name}: every setting says what it does"
+
+
+def test_limit_errors_name_settings_that_exist():
+    """Every limit message says which VAE_MAX_* setting raises it: the names must be real."""
+    import re
+
+    root = ROOT / "service"
+    text = "".join(p.read_text() for p in root.rglob("*.py"))
+    named = set(re.findall(r"\(VAE_(MAX_[A-Z_]+)\)", text))
+    named |= {f"MAX_{f.upper()}" for f in re.findall(r'_limit\("(\w+)"', text)}
+    assert {"MAX_N", "MAX_ITEMS", "MAX_SCORE_ROWS", "MAX_BODY_BYTES"} <= named
+    for name in named:
+        assert name.lower() in Settings.model_fields, name

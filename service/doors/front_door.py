@@ -211,7 +211,8 @@ class FrontDoor:
         limit = self.settings.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(f"body: {int(declared)} bytes exceed the limit of {limit} bytes",
+            raise ApiError(f"body: {int(declared)} bytes exceed the limit of {limit} bytes "
+                           "(VAE_MAX_BODY_BYTES)",
                            "too_large")
         call.admit()
         task = self.deadlines.enter()
@@ -261,7 +262,8 @@ async def _read_body(receive: Any, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise ApiError(f"body: exceeds the limit of {limit} bytes", "too_large")
+            raise ApiError(f"body: exceeds the limit of {limit} bytes (VAE_MAX_BODY_BYTES)",
+                           "too_large")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -50,8 +50,10 @@ class Result(dict):
 
 
 def _limit(field: str, value: int, limit: int) -> None:
+    """The message names the setting that raises the limit (VAE_MAX_<FIELD>)."""
     if value > limit:
-        raise LimitExceeded(f"{field}: {value} exceeds the limit of {limit}")
+        raise LimitExceeded(f"{field}: {value} exceeds the limit of {limit} "
+                            f"(VAE_MAX_{field.upper()})")
 
 
 class Operations:
@@ -132,7 +134,7 @@ class Operations:
         if r.steps * len(a) > self.settings.max_items:
             raise LimitExceeded(f"steps: {r.steps} steps x {len(a)} pairs = {r.steps * len(a)} "
                                 f"decoded items exceed the limit of {self.settings.max_items} "
-                                "per request")
+                                "per request (VAE_MAX_ITEMS)")
         path = latent.interpolate(a, b, r.steps, r.method)
         x = await rt.adecode(path.reshape(-1, rt.latent_dim))
         return Result({"z": path, "outputs": x.reshape(len(a), r.steps, *rt.shape)},
@@ -153,7 +155,8 @@ class Operations:
         rows, limit = r.k * len(x), self.settings.max_score_rows
         if rows > limit:
             raise LimitExceeded(f"k: {r.k} samples x {len(x)} items = {rows} decoded rows "
-                                f"exceed the limit of {limit} per request")
+                                f"exceed the limit of {limit} per request "
+                                "(VAE_MAX_SCORE_ROWS)")
         mu, logvar, _ = await rt.aencode(x)
         eps = latent.draw_eps(r.seed, (r.k, len(x), rt.latent_dim))
         z = scoring.posterior_samples(mu, logvar, eps)

@@ -138,7 +138,7 @@ def _check_items(arr: np.ndarray, field: str, max_items: int) -> None:
         raise BadInput(f"{field}: at least 1 item is required")
     if arr.shape[0] > max_items:
         raise LimitExceeded(f"{field}: {arr.shape[0]} items exceed the limit of {max_items} "
-                            "per request")
+                            "per request (VAE_MAX_ITEMS)")
 
 
 def check_values(arr: np.ndarray, field: str,
