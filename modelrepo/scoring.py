@@ -84,9 +84,10 @@ def gaussian_divergences(mu_a: np.ndarray, logvar_a: np.ndarray, mu_b: np.ndarra
     d2 = (ma - mb) ** 2
     s = 0.5 * (va + vb)
     # ln(s / (sigma_a sigma_b)) = ln s - (logvar_a + logvar_b) / 2: no sqrt, no underflow
-    d_b = np.sum(d2 / (8.0 * s) + 0.5 * (np.log(s) - 0.5 * (la + lb)), axis=-1)
-    kl_ab = 0.5 * np.sum(lb - la + (va + d2) / vb - 1.0, axis=-1)
-    kl_ba = 0.5 * np.sum(la - lb + (vb + d2) / va - 1.0, axis=-1)
+    # D_B and both KLs are >= 0 exactly; rounding must not print -6.8e-17 for identical inputs
+    d_b = np.maximum(np.sum(d2 / (8.0 * s) + 0.5 * (np.log(s) - 0.5 * (la + lb)), axis=-1), 0)
+    kl_ab = np.maximum(0.5 * np.sum(lb - la + (va + d2) / vb - 1.0, axis=-1), 0)
+    kl_ba = np.maximum(0.5 * np.sum(la - lb + (vb + d2) / va - 1.0, axis=-1), 0)
     w2 = np.sqrt(np.sum(d2 + (np.exp(0.5 * la) - np.exp(0.5 * lb)) ** 2, axis=-1))
     return {"overlap": np.exp(-d_b), "bhattacharyya": d_b, "kl_ab": kl_ab, "kl_ba": kl_ba,
             "w2": w2}

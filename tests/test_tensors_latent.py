@@ -298,3 +298,38 @@ def test_shape_messages_name_the_models_shapes_and_hint_only_when_it_applies():
     with pytest.raises(BadInput) as info:
         decode_latents([[0.0] * 3], "z", 2, 10)
     assert "batch axis" not in info.value.message
+
+
+def test_identical_posteriors_compare_to_exact_zeros():
+    from modelrepo import scoring
+
+    rng = np.random.default_rng(0)
+    mu, logvar = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+    out = scoring.gaussian_divergences(mu, logvar, mu, logvar)
+    for key in ("bhattacharyya", "kl_ab", "kl_ba", "w2"):
+        assert (out[key] >= 0).all() and np.allclose(out[key], 0, atol=1e-12), key
+    assert (out["overlap"] <= 1).all()
+
+
+def test_a_jpeg_sent_as_png_is_named():
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="JPEG")
+    with pytest.raises(BadInput) as info:
+        decode_images({"png": [base64.b64encode(buf.getvalue()).decode()]}, "inputs", S,
+                      (0.0, 1.0), 10)
+    assert info.value.message.startswith("inputs.png[0]: not a PNG image (the bytes are a "
+                                         "JPEG file); send PNG")
+    assert "BytesIO" not in info.value.message
+
+
+def test_unknown_field_names_are_quoted_cut_short():
+    from service.operations.api import OPERATIONS
+
+    with pytest.raises(BadInput) as info:
+        OPERATIONS["/encode"].parse({"inputs": [[0.0] * 64], "x" * 100_000: 1})
+    assert len(info.value.message) < 400 and "x" * 80 + "…" in info.value.message

@@ -127,6 +127,9 @@ def validation_error(exc: ValidationError, known: Iterable[str] = ()) -> BadInpu
     """Each invalid field by name and what is wrong with it; an unknown field gets the closest
     of the `known` ones suggested (a typo such as `input` for `inputs`)."""
     details = exc.errors(include_url=False, include_context=False, include_input=False)
+    for d in details:  # a client's field names are quoted, cut to a sane length
+        d["loc"] = tuple(p[:80] + "…" if isinstance(p, str) and len(p) > 80 else p
+                         for p in d["loc"])
     known = list(known)
     for d in details:
         if d["type"] == "extra_forbidden" and d["loc"]:

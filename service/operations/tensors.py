@@ -100,7 +100,10 @@ def _from_png(items: Any, field: str, shape: list[int]) -> np.ndarray:
                 raise BadInput(f"{field}.png[{i}]: image is {img.size[0]}x{img.size[1]}, "
                                f"the model takes exactly {w}x{h} (W x H)")
             img = img.convert("L" if c == 1 else "RGB")
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        except UnidentifiedImageError:
+            raise BadInput(f"{field}.png[{i}]: not a PNG image{_what_it_is(raw)}; send PNG "
+                           "(or the image as a JSON array or npy)") from None
+        except (Image.DecompressionBombError, OSError, ValueError) as exc:
             raise BadInput(f"{field}.png[{i}]: not a readable PNG ({exc})") from None
         px = np.asarray(img, dtype=np.float32) / np.float32(255.0)
         out[i] = px[None] if c == 1 else px.transpose(2, 0, 1)
@@ -131,6 +134,16 @@ def _raw_array(value: Any, field: str, shape: list[int] | None) -> np.ndarray:
 def shape_text(shape: Any) -> str:
     """One format for shapes in every message: [N, 1, 8, 8]."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+_MAGIC = {b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP",
+          b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"\x93NUMPY": ".npy"}
+
+
+def _what_it_is(raw: bytes) -> str:
+    """' (the bytes are a JPEG file)' when the first bytes say what was sent instead."""
+    kind = next((k for magic, k in _MAGIC.items() if raw.startswith(magic)), None)
+    return f" (the bytes are a {kind} file)" if kind else ""
 
 
 def _check_items(arr: np.ndarray, field: str, max_items: int) -> None:
