@@ -55,9 +55,7 @@ class Sample(Request):
     """n draws from the prior, z = temperature * eps, decoded."""
     n: int = Field(1, ge=1, strict=True, description="how many")
     temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False, strict=True,
-                               description="z ~ N(0, T^2 I)",
-                               # OpenAPI 3.0: an exclusive bound is a flag
-                               json_schema_extra={"minimum": 0, "exclusiveMinimum": True})
+                               description="z ~ N(0, T^2 I)")  # OpenAPI 3.1: exclusiveMinimum 0
     seed: Seed = None
     output_format: OutputFormat = "json"
 
