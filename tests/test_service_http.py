@@ -458,3 +458,10 @@ def test_latent_map_tsne_and_the_quality_of_each_map(client, trained):
                                atol=1e-5)
     r = client.post("/latent_map", json={"projection": "umap"})
     assert r.status_code == 400 and "projection" in r.json()["error"]
+
+
+def test_a_mistyped_route_gets_the_operation_it_resembles(client):
+    r = client.post("/encdoe", json={})
+    assert r.status_code == 404
+    assert r.json()["error"] == "POST /encdoe: Not Found; did you mean /encode?"
+    assert "did you mean" not in client.post("/nothing-like-it", json={}).json()["error"]

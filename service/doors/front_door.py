@@ -23,6 +23,7 @@ access log (service/lifecycle/calls.py), with errors from the one table in servi
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 from collections.abc import Callable
 from http import HTTPStatus
@@ -245,12 +246,21 @@ class FrontDoor:
                     keep = [(k, v) for k, v in held.get("headers", [])
                             if k.lower() not in (b"content-length", b"content-type")]
                     text = f"{scope['method']} {scope['path']}: {HTTPStatus(status).phrase}"
+                    if status == 404:
+                        text += _did_you_mean(scope["path"])
                     await _send_error(send, ApiError.for_status(status, text), rid, keep)
             else:
                 await send(message)
 
         await self.app(scope, receive, send_with_id)
         return status
+
+
+def _did_you_mean(path: str) -> str:
+    """'; did you mean /encode?' for a path one typo away from an operation's route."""
+    close = difflib.get_close_matches(path[:200], [op.route for op in OPERATIONS.values()],
+                                      n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 async def _read_body(receive: Any, limit: int) -> bytes:
