@@ -95,3 +95,11 @@ def test_v2_names():
     assert v2.served_model(reg, "mnist.decoder") == "mnist"
     assert v2.served_model(reg, "nope.decoder") == ""
     assert v2.model_ready(reg, "mnist.encoder", None) and not v2.model_ready(reg, "x.encoder", "")
+
+
+def test_a_repository_gone_for_a_moment_retires_nothing(tmp_path):
+    import asyncio
+
+    reg = _registry(["digits"], models="*", model_repository=str(tmp_path / "unmounted"))
+    asyncio.run(reg.refresh())
+    assert reg.names == ["digits"] and reg.get(None).name == "digits"

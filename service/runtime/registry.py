@@ -185,6 +185,10 @@ class ModelRegistry:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            repo = Path(self.settings.model_repository)
+            if not await asyncio.to_thread(repo.is_dir):  # a volume gone for a moment: keep
+                log.error("repository %s is not there; serving what is loaded", repo)
+                return
             if self.wanted is None:
                 found, bad = await asyncio.to_thread(list_models, self.settings.model_repository)
                 self._skip(bad)
