@@ -246,8 +246,7 @@ class FrontDoor:
                     keep = [(k, v) for k, v in held.get("headers", [])
                             if k.lower() not in (b"content-length", b"content-type")]
                     text = f"{scope['method']} {scope['path']}: {HTTPStatus(status).phrase}"
-                    if status == 404:
-                        text += _did_you_mean(scope["path"])
+                    text += _did_you_mean(scope["path"]) if status == 404 else ""
                     await _send_error(send, ApiError.for_status(status, text), rid, keep)
             else:
                 await send(message)
@@ -258,8 +257,7 @@ class FrontDoor:
 
 def _did_you_mean(path: str) -> str:
     """'; did you mean /encode?' for a path one typo away from an operation's route."""
-    close = difflib.get_close_matches(path[:200], [op.route for op in OPERATIONS.values()],
-                                      n=1, cutoff=0.75)
+    close = difflib.get_close_matches(path[:200], list(OPERATIONS), n=1, cutoff=0.75)
     return f"; did you mean {close[0]}?" if close else ""
 
 
