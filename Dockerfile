@@ -62,7 +62,7 @@ USER 10001
 EXPOSE 3000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
   CMD ["/venv/bin/python", "-m", "service.healthcheck"]
-CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService"]
+CMD ["/venv/bin/python", "-m", "service.serve"]
 
 # --- serve-venv: the runtime's packages, trimmed (binutils lives only in this stage) ----------
 # no compilers, no pip cache, no torch; pip itself leaves too (nothing installs at run time), and
@@ -107,7 +107,8 @@ RUN /venv/bin/python deploy/image/warm_bytecode.py \
  && useradd --uid 10001 --no-create-home vae
 USER 10001
 EXPOSE 3000 8001
-# host and ports: BENTOML_HOST/BENTOML_PORT (read by `bentoml serve`), VAE_GRPC_HOST/VAE_GRPC_PORT
+# `bentoml serve` with a metrics directory per instance (service/serve.py); host and ports:
+# BENTOML_HOST/BENTOML_PORT, VAE_GRPC_HOST/VAE_GRPC_PORT
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
   CMD ["/venv/bin/python", "-m", "service.healthcheck"]
-CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService"]
+CMD ["/venv/bin/python", "-m", "service.serve"]

@@ -11,18 +11,21 @@ MODEL_NAME ?= digits
 # (every model folder of the repository, also those that appear later; digits when empty)
 MODELS ?=
 REPOSITORY ?= models
+DATA_DIR ?= data
+MNIST_SOURCE ?= ../shared/data/mnist
 EXTRAS ?= serve,cpu,train,dev
 PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
 export BENTOML_DO_NOT_TRACK := true
 export ORT_DISABLE_TELEMETRY := 1
 export VAE_MODEL_REPOSITORY ?= $(REPOSITORY)
+export VAE_DATA_DIR ?= $(DATA_DIR)
 export VAE_MODEL_NAME ?= $(MODEL_NAME)
 export VAE_MODELS ?= $(MODELS)
 export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
-.PHONY: install model model-digits model-mnist serve test test-quick lint clean bench-p1 loadtest bench \
+.PHONY: install model model-digits model-mnist data-mnist data-if-present serve test test-quick lint clean bench-p1 loadtest bench \
 	bench-p6 bench-serving bench-models bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
@@ -49,10 +52,9 @@ install: $(BIN)/.installed
 
 # Train, report and export one model from its config: $(call build_model,NAME,CONFIG)
 define build_model
-	$(BIN)/python -m training --config $(2) --out runs/$(1)/checkpoint.pt
+	$(BIN)/vae-train --config $(2) --out runs/$(1)/checkpoint.pt
 	$(BIN)/python -m training.report --checkpoint runs/$(1)/checkpoint.pt --out runs/$(1)/report
-	$(BIN)/python -m export --checkpoint runs/$(1)/checkpoint.pt --repository $(REPOSITORY) \
-	  --name $(1)
+	$(BIN)/vae-export --checkpoint runs/$(1)/checkpoint.pt --repository $(REPOSITORY) --name $(1)
 endef
 
 # Train each model to serve (MODELS, else MODEL_NAME; default: the embedded digits) unless a
@@ -72,14 +74,26 @@ model: install
 model-digits: install
 	$(call build_model,digits,configs/digits.toml)
 
-model-mnist: install
-	@test -d ../shared/data/mnist || { echo "../shared/data/mnist is absent"; exit 1; }
+model-mnist: install data-mnist
 	$(call build_model,mnist,configs/mnist.toml)
+
+# Data sets live under DATA_DIR (VAE_DATA_DIR for the commands; docs/TRAINING.md). MNIST is not
+# downloaded (nothing here fetches data at run time): data-mnist links the IDX files from
+# MNIST_SOURCE, a folder holding at least t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.
+data-mnist:
+	@if ls $(DATA_DIR)/mnist/t10k-images-idx3-ubyte* >/dev/null 2>&1; then :; \
+	elif [ -d "$(MNIST_SOURCE)" ]; then mkdir -p $(DATA_DIR) && rm -f $(DATA_DIR)/mnist && \
+	  ln -s "$$(cd "$(MNIST_SOURCE)" && pwd)" $(DATA_DIR)/mnist && echo "$(DATA_DIR)/mnist -> $(MNIST_SOURCE)"; \
+	else echo "no MNIST: put the IDX files (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz," \
+	  "and train-* for the full set) in $(DATA_DIR)/mnist/, or MNIST_SOURCE=<folder>"; exit 1; fi
+
+# the tests that read MNIST skip (with the reason) when it is absent
+data-if-present:
+	@-$(MAKE) --no-print-directory data-mnist 2>/dev/null | grep -v '^no MNIST' || true
 
 # Plain vs perceptual vs adversarial vs both on MNIST-10k (docs/MODEL_QUALITY.md): four
 # trainings of <= 15 min each, one after the other (about an hour), then the table and pictures.
-sharp-mnist: install
-	@test -d ../shared/data/mnist || { echo "../shared/data/mnist is absent"; exit 1; }
+sharp-mnist: install data-mnist
 	$(BIN)/python -m training.sharp --out runs/sharp --figures docs/images/sharp
 
 # beta-VAE, measured: the digits model at six beta (about a minute each at most), a table and
@@ -91,7 +105,7 @@ beta-sweep: install
 serve: model
 	@echo "HTTP=http://$(HOST):$(PORT) GRPC=$(HOST):$(GRPC_PORT)  (export both for README's tour)"
 	@echo "the page: http://$(HOST):$(PORT)/ui/  API reference: http://$(HOST):$(PORT)/docs"
-	$(BIN)/bentoml serve service.app:VAEService --host $(HOST) --port $(PORT)
+	$(BIN)/vae-serve --host $(HOST) --port $(PORT)
 
 # Benchmarks (docs/BENCHMARKS.md). `make bench` measures every row in one run, then prints one
 # table with each goal (benchmarks/table.py): P1 onnxruntime vs PyTorch eager, P2-P5 serving
@@ -227,7 +241,7 @@ FUZZ_EXAMPLES ?= 2000
 fuzz: install
 	VAE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
 
-test: install system-deps
+test: install system-deps data-if-present
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -237,7 +251,7 @@ test: install system-deps
 QUICK_TESTS ?= tests/test_registry.py tests/test_tensors_latent.py tests/test_v2_logic.py \
 	tests/test_settings.py tests/test_metrics_logic.py tests/test_model.py \
 	tests/test_service_http.py tests/test_v2.py tests/test_models.py
-test-quick: install
+test-quick: install data-if-present
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(QUICK_TESTS)
 

@@ -28,6 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from export.onnx_export import check_graph, decoder_outputs, graph_entry, write_manifest
+from modelrepo.cli import Parser
 from modelrepo.manifest import InputSpec, Parity
 from modelrepo.repository import model_name_arg, next_version, publish, staging_dir
 
@@ -182,22 +183,35 @@ def import_onnx(encoder: str, decoder: str, *, input_shape: list[int], likelihoo
     return publish(stage, repository, name, version)
 
 
+def _shape(text: str) -> list[int]:
+    try:
+        dims = [int(d) for d in text.split(",")]
+    except ValueError:
+        dims = []
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not C,H,W (three positive integers)")
+    return dims
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m export.import_onnx",
-                                description=__doc__.splitlines()[0])
-    p.add_argument("--encoder", required=True)
-    p.add_argument("--decoder", required=True)
-    p.add_argument("--input-shape", required=True, help="C,H,W")
-    p.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"])
-    p.add_argument("--decoder-output", default="probs", choices=["probs", "logits", "mean"])
-    p.add_argument("--obs-sigma", type=float, default=None)
-    p.add_argument("--encoder-outputs", default=None, help="mu,logvar output names")
-    p.add_argument("--repository", default="models")
-    p.add_argument("--name", required=True, type=model_name_arg)
+    p = Parser(prog="vae-import-onnx", description=__doc__.splitlines()[0])
+    p.add_argument("--encoder", required=True, help="the encoder graph: x -> mu, logvar")
+    p.add_argument("--decoder", required=True, help="the decoder graph: z -> x")
+    p.add_argument("--input-shape", required=True, type=_shape,
+                   help="one item's shape C,H,W, e.g. 1,28,28")
+    p.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"],
+                   help="p(x|z) the decoder parameterizes")
+    p.add_argument("--decoder-output", default="probs", choices=["probs", "logits", "mean"],
+                   help="what the decoder graph outputs")
+    p.add_argument("--obs-sigma", type=float, default=None,
+                   help="gaussian: the observation standard deviation")
+    p.add_argument("--encoder-outputs", default=None,
+                   help="the encoder's mu,logvar output names (default: its first two outputs)")
+    p.add_argument("--repository", default="models", help="the model repository")
+    p.add_argument("--name", required=True, type=model_name_arg, help="the model's name")
     a = p.parse_args(argv)
     try:
-        path = import_onnx(a.encoder, a.decoder, input_shape=[int(d) for d in
-                                                              a.input_shape.split(",")],
+        path = import_onnx(a.encoder, a.decoder, input_shape=a.input_shape,
                            likelihood=a.likelihood, decoder_output=a.decoder_output,
                            repository=a.repository, name=a.name, obs_sigma=a.obs_sigma,
                            encoder_outputs=None if a.encoder_outputs is None else

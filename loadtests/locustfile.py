@@ -6,7 +6,7 @@
 User classes (name one or more; none = all, by their `weight`): EncodeOneUser, EncodeBatchUser,
 SampleUser, InterpolateUser, ReconstructUser, ScoreUser, MixUser (weights from --mix).
 Payloads: the served model's input shape is read from POST /model; 8x8 models get
-scikit-learn's digits, 28x28 models the MNIST digits in ../shared/data/mnist (random images in
+scikit-learn's digits, 28x28 models the MNIST digits in data/mnist (VAE_DATA_DIR) (random images in
 range when that folder is absent, said on stderr). The run exits non-zero when any request
 failed or the aggregated p95 exceeds --p95-ms.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from locust import FastHttpUser, between, constant_throughput, events, task
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST = Path(os.environ.get("VAE_DATA_DIR")
+             or Path(__file__).resolve().parents[1] / "data") / "mnist"
 POOL: dict[str, np.ndarray] = {}
 
 

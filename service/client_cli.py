@@ -1,5 +1,5 @@
-"""`python -m service.client`: the client's command line (sample to a PNG grid, the model's
-metadata, the served models), over service/client.py."""
+"""`vae-client` (also `python -m service.client`): the client's command line (sample to a PNG
+grid, the model's metadata, the served models), over service/client.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import httpx
 import numpy as np
 
+from modelrepo.cli import Parser
 from service.client import Retry, VAEClient, VAEError
 
 
@@ -38,14 +39,17 @@ def main(argv: list[str] | None = None) -> int:
                      help="the service's HTTP address (default http://127.0.0.1:3000)")
     url.add_argument("--model", default=argparse.SUPPRESS,
                      help="the served model to ask (default: the service's default model)")
-    p = argparse.ArgumentParser(prog="python -m service.client", parents=[url])
+    p = Parser(prog="vae-client", parents=[url],
+               description="Call a running VAE service (see also the Python client, "
+                           "service/client.py).")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sample", parents=[url],
                        help="draw n images and save them as one PNG grid")
-    s.add_argument("--n", type=int, default=16)
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--out", default="samples.png")
+    s.add_argument("--n", type=int, default=16, help="images to draw")
+    s.add_argument("--temperature", type=float, default=1.0,
+                   help="scale of the prior's standard deviation (> 0)")
+    s.add_argument("--seed", type=int, help="for the same images again (default: random)")
+    s.add_argument("--out", default="samples.png", help="the PNG file to write")
     sub.add_parser("model", parents=[url], help="print the served model's metadata")
     sub.add_parser("models", parents=[url], help="list the served models and their versions")
     args = p.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The servers the tests, benchmarks and load tests start: this service (`bentoml serve` on
+"""The servers the tests, benchmarks and load tests start: this service (`vae-serve` on
 free loopback ports, HTTP and gRPC) and the benchmarks' naive peer (uvicorn defaults). Each is
 a context manager that waits for readiness (recording how long it took) and stops the whole
 process group; benchmarks pin them to CPU 0."""
@@ -129,7 +129,7 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path, pin: bool = True,
 
 def start_service(env: dict[str, str], log_dir: Path, *, pin: bool = False,
                   bentoml: Path | None = None, cwd: Path = ROOT, port: int | None = None) -> Proc:
-    """`bentoml serve` of this service on free loopback ports (HTTP, and gRPC unless env says
+    """`vae-serve` of this service on free loopback ports (HTTP, and gRPC unless env says
     otherwise), its output in log_dir/bentoml-<port>.log. `bentoml`: another install's CLI
     (an installed wheel or bento); pin: on CPU 0 (benchmarks); port: a given HTTP port (a
     replica restarted where its balancer expects it)."""
@@ -137,8 +137,8 @@ def start_service(env: dict[str, str], log_dir: Path, *, pin: bool = False,
         http = given or free_port()
         full = {"VAE_GRPC_HOST": "127.0.0.1", "VAE_GRPC_PORT": str(free_port()), **env}
         log = Path(log_dir) / f"bentoml-{http}.log"
-        popen = _spawn([str(bentoml or BIN / "bentoml"), "serve", "service.app:VAEService",
-                        "--host", "127.0.0.1", "--port", str(http)], full, log, pin, cwd)
+        popen = _spawn([*_serve_command(bentoml, cwd), "--host", "127.0.0.1", "--port",
+                        str(http)], full, log, pin, cwd)
         return Proc(popen, f"http://127.0.0.1:{http}", "/readyz", log=log,
                     grpc_url=f"127.0.0.1:{full['VAE_GRPC_PORT']}")
 
@@ -146,6 +146,16 @@ def start_service(env: dict[str, str], log_dir: Path, *, pin: bool = False,
     if port is None and "VAE_GRPC_PORT" not in env:  # both ports ours to choose again
         proc.respawn = lambda: spawn(None)
     return proc
+
+
+def _serve_command(bentoml: Path | None, cwd: Path) -> list[str]:
+    """`vae-serve` (service/serve.py, run with -m so that `cwd`'s code is the one served) by this
+    interpreter or by another install's (beside its `bentoml`); `bentoml serve` for an older
+    checkout that has no such command."""
+    python = Path(bentoml).parent / "python" if bentoml is not None else Path(sys.executable)
+    if (Path(cwd) / "service" / "serve.py").exists():
+        return [str(python), "-m", "service.serve"]
+    return [str(bentoml or BIN / "bentoml"), "serve", "service.app:VAEService"]
 
 
 def start_bentoml(repo: Path, model: str, env: dict[str, str], work: Path,

@@ -39,8 +39,8 @@ def test_dockerfile_runs_the_makefiles_commands():
     assert "pip install -c constraints.txt '.[serve,gpu]'" in text  # gpu target
     assert "BENTOML_DO_NOT_TRACK=true" in text and "USER 10001" in text
     assert "EXPOSE 3000 8001" in text and '"-m", "service.healthcheck"' in text
-    # host and ports from the environment `bentoml serve` reads, with the usual defaults
-    assert text.count('CMD ["/venv/bin/bentoml", "serve", "service.app:VAEService"]') == 2
+    # `bentoml serve` with its own metrics directory; host and ports from the environment
+    assert text.count('CMD ["/venv/bin/python", "-m", "service.serve"]') == 2
     assert text.count("BENTOML_HOST=0.0.0.0 BENTOML_PORT=3000 VAE_GRPC_HOST=0.0.0.0 "
                       "VAE_GRPC_PORT=8001") == 2
 

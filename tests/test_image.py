@@ -129,7 +129,8 @@ def _uid(pid: int) -> int | None:
         status = open(f"/proc/{pid}/status").read()
     except OSError:
         return None
-    if "bentoml" not in open(f"/proc/{pid}/cmdline").read():
+    cmdline = open(f"/proc/{pid}/cmdline").read()
+    if "bentoml" not in cmdline and "service.serve" not in cmdline:
         return None
     return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
 

@@ -1,3 +1,3 @@
-from training.train import main
+from training.cli import main
 
 main()

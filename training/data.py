@@ -1,14 +1,16 @@
 """Offline data sets as float32 arrays [N, C, H, W] in [0, 1], with a fixed held-out split.
 
 `digits` is scikit-learn's bundled 8x8 digits (the embedded default, no download). `mnist` reads
-the original IDX gz files from a folder (the 10,000 test digits in ../shared/data/mnist/, or a
-folder that also has the 60,000 training files). `npy` reads a .npy/.npz array, `images` a
+the original IDX gz files from a folder (default: `mnist/` under the data folder VAE_DATA_DIR,
+`data/` unless set, where `make data-mnist` puts them; the 10,000 test digits alone, or also the
+60,000 training files). `npy` reads a .npy/.npz array, `images` a
 folder of PNG/JPEG files (subfolders name the labels). Bad data stops with the file named.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,12 @@ class Dataset:
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def default_data_path(name: str) -> Path:
+    """Where a named data set lives unless a path is given: VAE_DATA_DIR/<name> (default
+    `data/<name>` from the working directory, where the project's `make data-<name>` puts it)."""
+    return Path(os.environ.get("VAE_DATA_DIR") or "data") / name
 
 
 def _split(n: int, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +161,8 @@ def load_mnist_data(folder: str | Path, heldout: int = 2000) -> Dataset:
     """Train files when present (60k train, 10k test held out); else t10k split 8,000 / 2,000."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"MNIST folder {folder} does not exist")
+        raise FileNotFoundError(f"MNIST folder {folder} does not exist (`make data-mnist` puts "
+                                f"the IDX files there, or give the folder)")
 
     def find(stem: str) -> Path | None:
         for name in (f"{stem}.gz", stem):
@@ -181,7 +190,7 @@ def load_dataset(name: str, path: str | None = None) -> Dataset:
     if name == "digits":
         return load_digits_data()
     if name == "mnist":
-        return load_mnist_data(path or "../shared/data/mnist")
+        return load_mnist_data(path or default_data_path("mnist"))
     if name in ("npy", "images") and not path:
         raise ValueError(f"--data {name} needs --data-path")
     if name == "npy":

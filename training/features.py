@@ -5,7 +5,7 @@ use this one. Its intermediate activations are the perceptual features; its penu
 (`EMBED` numbers) is the embedding the Frechet distance is computed in ("feature-FID": an FID on
 the project's own features, not comparable with Inception-FID figures).
 
-    python -m training.features --data mnist --data-path ../shared/data/mnist --out F.pt
+    python -m training.features --data mnist --data-path data/mnist --out F.pt
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from training.data import default_data_path  # noqa: E402
+
 CONFIG = "configs/mnist.toml"
 # name -> (flags, epochs): epochs from the measured seconds per epoch of configs/mnist.toml
 # (bf16, SiLU; 2026-11-30, --epochs-scale 0.08 on a 2-core x86-64 VM: plain 2.9, perceptual 5.0,
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training.sharp",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/sharp")
-    p.add_argument("--data-path", default="../shared/data/mnist")
+    p.add_argument("--data-path", default=str(default_data_path("mnist")),
+                   help="the MNIST IDX folder")
     p.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variants")
     p.add_argument("--epochs-scale", type=float, default=1.0, help="for quick looks")
     p.add_argument("--figures", default="docs/images/sharp")

@@ -1,21 +1,15 @@
 """Train a VAE and write a checkpoint that loads with torch.load(weights_only=True).
 
-    python -m training --data digits --epochs 150 --out runs/digits/checkpoint.pt
-    python -m training --config configs/mnist.toml --epochs 5      # flags override the file
-    torchrun --nproc_per_node=2 -m training --data digits ...      # DistributedDataParallel
-
-Every TrainConfig field is a flag (nanoGPT style: one flat config, overridable).
+The command (`vae-train`, `python -m training`) is training/cli.py: every TrainConfig field is
+an option (nanoGPT style: one flat config, overridable).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import json
 import math
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,40 +249,8 @@ def _labels(data: Dataset, idx: np.ndarray) -> np.ndarray | None:
     return None if data.labels is None else data.labels[idx]
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    defaults = {}
-    if known.config:
-        with open(known.config, "rb") as f:
-            defaults = tomllib.load(f)
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(defaults) - names)
-        if unknown:
-            raise SystemExit(f"{known.config}: unknown keys {unknown}")
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="TOML file of these options; flags override it")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = defaults.get(f.name, f.default)
-        if f.type == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=default)
-    args = vars(p.parse_args(argv))
-    args.pop("config")
-    return TrainConfig(**args)
-
-
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_args(argv)
-    payload = train(cfg)
-    if payload:
-        m = payload["metrics"]
-        print(f"wrote {cfg.out}: held-out -ELBO {m['heldout_neg_elbo']:.2f} nats "
-              f"(recon {m['heldout_recon']:.2f}, KL {m['heldout_kl']:.2f}), "
-              f"IWAE NLL {m['heldout_nll_iwae']:.2f}, active units {m['active_units']}"
-              + (f", 5-NN {m['knn5_accuracy']:.3f}" if "knn5_accuracy" in m else "")
-              + f" in {m['train_seconds']:.1f} s")
+    """`python -m training`: training/cli.py's command."""
+    from training.cli import main as cli_main
+
+    cli_main(argv)

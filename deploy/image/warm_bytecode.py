@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-CMD = ["/venv/bin/bentoml", "serve", "service.app:VAEService"]
+CMD = ["/venv/bin/python", "-m", "service.serve"]
 
 
 def free_port() -> int:

@@ -10,6 +10,8 @@ from service.doors import openapi
 
 
 def _type(spec: dict[str, Any]) -> str:
+    if any("$ref" in s for s in spec.get("anyOf", [])):
+        return "tensor"  # a JSON array, {"npy": ...} or {"png": [...]}: the meaning says which
     kinds = [s.get("type", "any") for s in spec.get("anyOf", [spec])]
     kinds = [k for k in kinds if k != "null"] or ["any"]
     enum = spec.get("enum") or next((s.get("enum") for s in spec.get("anyOf", []) if "enum" in s),

@@ -8,9 +8,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 from modelrepo.repository import MODEL_NAME_RULE
 from service.doors import v2_rest
 from service.errors import KINDS
+from service.operations import responses as r
 from service.operations import v2
 from service.operations.api import OPERATIONS
 
@@ -36,9 +40,35 @@ MODEL_FIELD = ("served model (an enum of the served names when VAE_MODELS fixes 
 V2_PATH_PARAMS = {"model": "V2 model: encoder, decoder, sample, interpolate (the default "
                            "model's), or m.encoder ... for served model m",
                   "version": "an integer version of the model"}
-ERROR = {"type": "object", "required": ["error"],
-         "properties": {"error": {"type": "string", "description": "names the field and limit"},
-                        "request_id": {"type": "string"}, "detail": {"type": "array"}}}
+REF = "#/components/schemas/{model}"
+ERROR = {"$ref": REF.format(model="ErrorResponse")}
+# A tensor in a request: nested JSON arrays of numbers, {"npy": base64}, or (images) {"png": [...]}
+NUMBER_ARRAY = {"type": "array", "description": "a nested array of numbers (row-major)",
+                "items": {"anyOf": [{"type": "number"},
+                                    {"$ref": REF.format(model="NumberArray")}]}}
+V2_ANSWERS: list[type[BaseModel]] = [r.V2InferResponse, r.V2ModelMetadata, r.V2ServerMetadata,
+                                     r.V2IndexEntry, r.V2Empty]
+V2_DESCRIPTIONS = {
+    "server_metadata": "The server's name, version and protocol extensions.",
+    "live": "Liveness: 200 with an empty body while the server runs.",
+    "ready": "Readiness: 200 once every model to serve has a version loaded; 503 while "
+             "starting or draining.",
+    "index": "Every V2 model and version the repository holds, with its state and, when it "
+             "is not READY, the reason.",
+    "load": "Look at the repository for the model now (new versions; with VAE_MODELS=*, a new "
+            "model); 400 with the reason when its newest version is refused.",
+    "model_metadata": "A V2 model's inputs and outputs, shaped for the served model (-1: any "
+                      "size).",
+    "model_ready": "200 when the model (that version) is loaded and warm; 400 otherwise.",
+    "infer": "One inference: input tensors as JSON data or as binary after the JSON header "
+             "(Inference-Header-Content-Length); outputs likewise, as asked.",
+}
+OPS_DESCRIPTIONS = {
+    "/livez": "Liveness for probes: 200 while the process serves HTTP (also while draining).",
+    "/readyz": "Readiness for probes and balancers: 200 when every named model has a warm "
+               "version, 503 with the reason while starting or draining.",
+    "/metrics": "Prometheus text exposition of every worker's series (docs/API.md, Metrics).",
+}
 # What an API call may answer besides success (the contract's error table)
 API_ERRORS = sorted({k.http for name, k in KINDS.items()
                      if name not in ("client_closed", "unauthorized", "internal")})
@@ -53,9 +83,30 @@ def _responses(ok: dict[str, Any], errors: list[int]) -> dict[str, Any]:
     return out
 
 
-def _json_ok(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"type": "object"}}}}
+def _json_ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _typed_tensors(schema: dict[str, Any]) -> None:
+    """Request fields that take a tensor (typed `Any` in the request models) get the tensor
+    encodings they accept as a schema."""
+    for prop in schema.get("properties", {}).values():
+        text = prop.get("description", "")
+        if "type" in prop or "anyOf" in prop or not text.startswith(("images", "latent")):
+            continue
+        prop["anyOf"] = [{"$ref": REF.format(model="NumberArray")}, _ref(r.NpyTensor)] + \
+            ([_ref(r.PngImages)] if text.startswith("images") else []) + \
+            ([{"type": "null"}] if "default" in prop and prop["default"] is None else [])
+
+
+def _answer_schemas() -> dict[str, Any]:
+    models = [*r.RESPONSES.values(), r.ErrorResponse, *V2_ANSWERS]
+    _, top = models_json_schema([(m, "serialization") for m in models], ref_template=REF)
+    return {"NumberArray": NUMBER_ARRAY, **top["$defs"]}
 
 
 def document(svc: Any) -> dict[str, Any]:
@@ -93,8 +144,9 @@ def _document(shape: tuple[int, ...], latent_dim: int, auth: bool,
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
     for op in OPERATIONS.values():
-        schema = op.request.model_json_schema(ref_template="#/components/schemas/{model}")
+        schema = op.request.model_json_schema(ref_template=REF)
         _model_field(schema, names, default)
+        _typed_tensors(schema)
         schemas.update(schema.pop("$defs", {}))
         schemas[op.request.__name__] = schema
         paths[op.route] = {"post": {
@@ -104,7 +156,9 @@ def _document(shape: tuple[int, ...], latent_dim: int, auth: bool,
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{op.request.__name__}"},
                 "example": op.example(list(shape), latent_dim)}}},
-            "responses": _responses(_json_ok("the operation's fields"), API_ERRORS)}}
+            "responses": _responses(_json_ok(
+                "the operation's fields; image fields in the request's output_format "
+                "(json: nested arrays, npy, png)", _ref(r.RESPONSES[op.name])), API_ERRORS)}}
     for method, template, handler, summary in v2_rest.ROUTES:
         params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"},
                    "description": V2_PATH_PARAMS[p]}
@@ -112,7 +166,8 @@ def _document(shape: tuple[int, ...], latent_dim: int, auth: bool,
         entry: dict[str, Any] = {
             "operationId": f"v2_{handler.__name__}" + ("_version" if "{version}" in template
                                                      else ""),
-            "summary": f"KServe V2: {summary}", "tags": ["KServe V2"], "parameters": params}
+            "summary": f"KServe V2: {summary}", "tags": ["KServe V2"], "parameters": params,
+            "description": V2_DESCRIPTIONS[handler.__name__]}
         if handler is v2_rest.infer:
             entry["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/InferRequest"},
@@ -120,27 +175,37 @@ def _document(shape: tuple[int, ...], latent_dim: int, auth: bool,
                                         "shape": [1, latent_dim],
                                         "data": [0.0] * latent_dim}]}}}}
             ok = {"description": "outputs (binary ones after the JSON header)", "content": {
-                "application/json": {"schema": {"type": "object"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+                "application/json": {"schema": _ref(r.V2InferResponse)},
+                "application/octet-stream": {"schema": {"type": "string",
+                                                        "contentMediaType":
+                                                        "application/octet-stream"}}}}
             entry["responses"] = _responses(ok, API_ERRORS)
         elif method == "POST":
+            body = {"type": "object", "additionalProperties": False, "properties": {
+                "ready": {"type": "boolean", "default": False,
+                          "description": "list only READY versions"}}} \
+                if handler is v2_rest.index else {"type": "object", "maxProperties": 0}
             entry["requestBody"] = {"required": False, "content": {"application/json": {
-                "schema": {"type": "object"}, "example": {}}}}
-            entry["responses"] = _responses(_json_ok(summary), API_ERRORS)
+                "schema": body, "example": {}}}}
+            answer = {"type": "array", "items": _ref(r.V2IndexEntry)} \
+                if handler is v2_rest.index else _ref(r.V2Empty)
+            entry["responses"] = _responses(_json_ok(summary, answer), API_ERRORS)
         elif handler in (v2_rest.live, v2_rest.ready, v2_rest.model_ready):
             entry["responses"] = _responses({"description": summary}, [400, 404, 503])
         else:
-            entry["responses"] = _responses(_json_ok(summary), [404, 503])
+            answer = _ref(r.V2ServerMetadata if handler is v2_rest.server_metadata
+                          else r.V2ModelMetadata)
+            entry["responses"] = _responses(_json_ok(summary, answer), [404, 503])
         paths.setdefault(template, {})[method.lower()] = entry
-    v2_schema = v2_rest.InferRequest.model_json_schema(
-        ref_template="#/components/schemas/{model}")
+    schemas.update(_answer_schemas())
+    v2_schema = v2_rest.InferRequest.model_json_schema(ref_template=REF)
     schemas.update(v2_schema.pop("$defs", {}))
     schemas["InferRequest"] = v2_schema
     for path, summary in (("/livez", "200 while the server runs"),
                           ("/readyz", "200 once every loaded version is verified and warm"),
                           ("/metrics", "Prometheus text")):
         paths[path] = {"get": {"operationId": path.strip("/"), "tags": ["Operations"],
-                               "summary": summary,
+                               "summary": summary, "description": OPS_DESCRIPTIONS[path],
                                "responses": _responses({"description": summary}, [503])}}
     doc: dict[str, Any] = {
         "openapi": "3.1.0",

@@ -1,0 +1,123 @@
+"""`vae-serve`: the service (HTTP and gRPC), each instance with its own metrics directory.
+
+    vae-serve --host 127.0.0.1 --port 3000 --models digits,mnist
+
+It is `bentoml serve service.app:VAEService` with two differences. Every VAE_* setting is also
+an option here (`--max-n 64` is VAE_MAX_N=64; the environment still works, options win). And
+BentoML keeps the workers' Prometheus files in one directory per BENTOML_HOME, which each
+starting server empties: two servers of one user on one host would wipe and mix each other's
+counts. This command gives each instance a directory of its own under the temporary folder,
+created at start and removed at exit (left behind only by a SIGKILL; the next start removes
+those of processes that are gone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import typing
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from modelrepo.cli import Parser, usage_error
+from service.config import Settings
+
+PREFIX = "vae-serve-metrics-"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parser() -> Parser:
+    p = Parser(prog="vae-serve",
+               usage="vae-serve [--host HOST] [--port PORT] [--SETTING VALUE ...]",
+               description=__doc__.split("\n\n", 2)[2].strip())
+    p.add_argument("--host", default=os.environ.get("BENTOML_HOST", "0.0.0.0"),
+                   help="HTTP address (environment: BENTOML_HOST)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("BENTOML_PORT", "3000")),
+                   help="HTTP port (environment: BENTOML_PORT)")
+    for name, field in Settings.model_fields.items():
+        env = f"VAE_{name.upper()}"
+        shown = "empty" if field.default == "" else field.default
+        text = f"{field.description} (default: {shown}; environment: {env})"
+        text = text.replace("%", "%%")
+        kind = field.annotation
+        if kind is bool:
+            p.add_argument(_flag(name), action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=text)
+        elif typing.get_origin(kind) is typing.Literal:
+            p.add_argument(_flag(name), choices=typing.get_args(kind),
+                           default=argparse.SUPPRESS, help=text)
+        else:
+            p.add_argument(_flag(name), type=kind, default=argparse.SUPPRESS, help=text,
+                           metavar=name.upper())
+    return p
+
+
+def settings_env(given: dict[str, object]) -> dict[str, str]:
+    """The environment variables that the given options set."""
+    out = {}
+    for name, value in given.items():
+        if name in Settings.model_fields:
+            out[f"VAE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
+                else str(value)
+    return out
+
+
+def _sweep_stale(tmp: Path) -> None:
+    """Remove metrics directories of instances that were killed without cleaning up."""
+    for d in tmp.glob(PREFIX + "*"):
+        try:
+            pid = int(d.name[len(PREFIX):].split("-", 1)[0])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = vars(parser().parse_args(argv))
+    host, port = args.pop("host"), args.pop("port")
+    env = settings_env(args)
+    os.environ.update(env)
+    try:
+        Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        flag = f"{_flag(where)} {args[where]}" if where in args else where
+        usage_error("vae-serve", f"{flag}: {err['msg']}")
+    if not 0 < port < 65536:
+        usage_error("vae-serve", f"--port {port}: must lie in [1, 65535]")
+
+    tmp = Path(tempfile.gettempdir())
+    _sweep_stale(tmp)
+    metrics_dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=tmp))
+    try:
+        use_metrics_dir(metrics_dir)
+        from bentoml_cli.cli import cli
+
+        cli.main(["serve", "service.app:VAEService", "--host", host, "--port", str(port)],
+                 prog_name="vae-serve")
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def use_metrics_dir(path: Path) -> None:
+    """The one place that reaches inside BentoML: its container's multiprocess directory,
+    which `bentoml serve` empties and hands to its workers as PROMETHEUS_MULTIPROC_DIR (the
+    same override BentoML's own pytest plugin makes; tests/test_serve_command.py fails when
+    BentoML stops honouring it)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    BentoMLContainer.prometheus_multiproc_dir.set(str(path))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

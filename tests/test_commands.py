@@ -1,0 +1,125 @@
+"""The installed commands (pyproject's [project.scripts]): --help that explains every option,
+usage errors as one line with exit status 2, a wheel holding the product's packages only, and
+`vae-serve`'s metrics directory of its own (two servers on one host keep their own counts)."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ROOT, Server
+
+BIN = Path(sys.executable).parent
+COMMANDS = ["vae-serve", "vae-train", "vae-export", "vae-import-onnx", "vae-client"]
+
+
+def _run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_every_training_option_has_a_meaning():
+    from training.cli import HELP
+    from training.train import TrainConfig
+
+    assert set(HELP) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert all(meaning.strip() for meaning, _ in HELP.values())
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_explains_the_options(command, tmp_path):
+    r = _run(command, "--help", cwd=tmp_path)  # from anywhere, not only the checkout
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: " + command) and "Traceback" not in r.stderr
+
+
+def test_help_shows_defaults_and_choices():
+    train = _run("vae-train", "--help").stdout
+    assert "--arch {mlp,conv}" in train and "(default: mlp)" in train
+    assert "--epochs EPOCHS" in train and "(default: 150)" in train
+    serve = _run("vae-serve", "--help").stdout
+    from service.config import Settings
+
+    for name in Settings.model_fields:  # every setting is an option, named with its variable
+        assert f"--{name.replace('_', '-')}" in serve and f"VAE_{name.upper()}" in serve
+    assert "--provider {auto,cpu,cuda}" in serve
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["vae-train", "--arch", "cnn"], "invalid choice: 'cnn'"),
+    (["vae-train", "--data", "mnist", "--data-path", "/no/such/folder"], "/no/such/folder"),
+    (["vae-train", "--data", "npy"], "--data npy needs --data-path"),
+    (["vae-train", "--epochs", "many"], "invalid int value: 'many'"),
+    (["vae-serve", "--max-n", "-3"], "--max-n -3: Input should be greater than or equal to 1"),
+    (["vae-serve", "--provider", "gpu"], "invalid choice: 'gpu'"),
+    (["vae-serve", "--models", "Not A Name"], "naming rule"),
+    (["vae-export", "--checkpoint", "/no/such.pt", "--name", "x"], "--checkpoint /no/such.pt"),
+    (["vae-export", "--checkpoint", "x.pt", "--name", "Bad Name"], "naming rule"),
+    (["vae-import-onnx", "--encoder", "e", "--decoder", "d", "--input-shape", "1,8",
+      "--name", "x"], "is not C,H,W"),
+    (["vae-client", "sample", "--n", "x"], "invalid int value: 'x'"),
+    (["vae-client", "nonsense"], "invalid choice: 'nonsense'"),
+])
+def test_usage_errors_are_one_line_and_exit_2(argv, says):
+    r = _run(*argv)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and argv[0] in lines[0] and says in lines[0], r.stderr
+    assert r.stdout == ""
+
+
+def test_the_wheel_installs_the_products_packages_only(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("vae_serving-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"service", "training", "export", "modelrepo"}
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    scripts = zipfile.ZipFile(wheel).read(entry).decode()
+    assert all(f"{c} =" in scripts for c in COMMANDS)
+    assert "service/doors/ui/index.html" in names  # the page ships with the service
+
+
+def _count(url: str, endpoint: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=30).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("vae_requests_total{") and f'endpoint="{endpoint}"' in line \
+                and 'status="200"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _metrics_dirs(pid: int) -> list[str]:
+    return glob.glob(str(Path(tempfile.gettempdir()) / f"vae-serve-metrics-{pid}-*"))
+
+
+def test_two_servers_on_one_host_keep_their_own_metrics(trained):
+    """BentoML's default would give both one directory, which the second start empties."""
+    a = Server(trained["repository"])
+    with a:
+        for _ in range(3):
+            assert httpx.post(a.url + "/sample", json={"n": 1}, timeout=30).status_code == 200
+        assert _count(a.url, "/sample") == 3
+        (dir_a,) = _metrics_dirs(a.proc.pid)
+        with Server(trained["repository"]) as b:
+            for _ in range(5):
+                assert httpx.post(b.url + "/sample", json={"n": 1}, timeout=30).status_code == 200
+            (dir_b,) = _metrics_dirs(b.proc.pid)
+            assert dir_a != dir_b
+            assert _count(a.url, "/sample") == 3  # the second start wiped nothing of the first
+            assert _count(b.url, "/sample") == 5
+        assert not Path(dir_b).exists()  # removed when its server stopped
+        assert _count(a.url, "/sample") == 3
+    assert not Path(dir_a).exists()
