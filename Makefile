@@ -25,7 +25,7 @@ export VAE_MODELS ?= $(MODELS)
 export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
-.PHONY: install model model-digits model-mnist data-mnist data-if-present serve test test-quick lint clean bench-p1 loadtest bench \
+.PHONY: install model model-digits model-mnist data-mnist data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
 	bench-p6 bench-serving bench-models bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
@@ -176,9 +176,18 @@ loadtest: model
 system-deps: image-deps
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && \
 	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
-	  command -v haproxy >/dev/null || \
+	  command -v haproxy >/dev/null && command -v node >/dev/null && command -v npm >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    prometheus chromium chromium-driver haproxy; }
+	    prometheus chromium chromium-driver haproxy nodejs npm; }
+
+# A TypeScript client generated from a running service's /docs.json (openapi-typescript, used
+# through openapi-fetch; docs/API.md): its types in clients/typescript/src/api.d.ts (not
+# committed), then the example compiled against them. `make serve` in another shell first.
+DOCS_URL ?= http://$(HOST):$(PORT)/docs.json
+ts-client:
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && \
+	  DOCS_URL=$(DOCS_URL) npm run --silent generate && npm run --silent build
+	@echo "run it: node clients/typescript/dist/example.js http://$(HOST):$(PORT)"
 
 # Container images with buildah (no Docker engine needed; run as root). `make image` builds the
 # Dockerfile's runtime target as $(IMAGE); `make test-image` builds it and runs the image's own

@@ -42,10 +42,19 @@ V2_PATH_PARAMS = {"model": "V2 model: encoder, decoder, sample, interpolate (the
                   "version": "an integer version of the model"}
 REF = "#/components/schemas/{model}"
 ERROR = {"$ref": REF.format(model="ErrorResponse")}
-# A tensor in a request: nested JSON arrays of numbers, {"npy": base64}, or (images) {"png": [...]}
-NUMBER_ARRAY = {"type": "array", "description": "a nested array of numbers (row-major)",
-                "items": {"anyOf": [{"type": "number"},
-                                    {"$ref": REF.format(model="NumberArray")}]}}
+
+
+def _numbers(depth: int) -> dict[str, Any]:
+    """A JSON array of numbers nested `depth` deep (a fixed depth, not a recursive schema:
+    TypeScript's generic clients collapse recursive types)."""
+    return {"type": "number"} if depth == 0 else {"type": "array", "items": _numbers(depth - 1)}
+
+
+# A tensor in a request: JSON arrays ([N, Z]; images [N, prod(S)], [N, H, W] or [N, C, H, W]),
+# {"npy": base64}, or for images {"png": [...]}
+LATENT_ARRAYS = [{**_numbers(2), "title": "[N, Z]"}]
+IMAGE_ARRAYS = [{**_numbers(d), "title": t}
+                for d, t in ((4, "[N, C, H, W]"), (3, "[N, H, W]"), (2, "[N, C*H*W]"))]
 V2_ANSWERS: list[type[BaseModel]] = [r.V2InferResponse, r.V2ModelMetadata, r.V2ServerMetadata,
                                      r.V2IndexEntry, r.V2Empty]
 V2_DESCRIPTIONS = {
@@ -98,15 +107,16 @@ def _typed_tensors(schema: dict[str, Any]) -> None:
         text = prop.get("description", "")
         if "type" in prop or "anyOf" in prop or not text.startswith(("images", "latent")):
             continue
-        prop["anyOf"] = [{"$ref": REF.format(model="NumberArray")}, _ref(r.NpyTensor)] + \
-            ([_ref(r.PngImages)] if text.startswith("images") else []) + \
+        images = text.startswith("images")
+        prop["anyOf"] = [*(IMAGE_ARRAYS if images else LATENT_ARRAYS), _ref(r.NpyTensor)] + \
+            ([_ref(r.PngImages)] if images else []) + \
             ([{"type": "null"}] if "default" in prop and prop["default"] is None else [])
 
 
 def _answer_schemas() -> dict[str, Any]:
     models = [*r.RESPONSES.values(), r.ErrorResponse, *V2_ANSWERS]
     _, top = models_json_schema([(m, "serialization") for m in models], ref_template=REF)
-    return {"NumberArray": NUMBER_ARRAY, **top["$defs"]}
+    return top["$defs"]
 
 
 def document(svc: Any) -> dict[str, Any]:
