@@ -43,10 +43,11 @@ def test_http_api_needs_the_token(server):
     assert r.status_code == 200 and len(r.json()["z"]) == 1
     for path in ("/livez", "/readyz", "/metrics", "/v2/health/ready"):
         assert httpx.get(server.url + path).status_code == 200, path
-    assert httpx.get(server.url + "/docs.json").status_code == 401  # the API's description too
-    for path in ("/ui/", "/ui/explorer.js"):  # the explorer's static files: no data, public
+    # the pages hold no data: public while the explorer is (docs/SECURITY.md)
+    for path in ("/ui/", "/ui/explorer.js", "/", "/docs", "/docs.json",
+                 "/static_content/swagger-ui.css"):
         assert httpx.get(server.url + path).status_code == 200, path
-    assert httpx.get(server.url + "/ui/../docs.json").status_code in (401, 404)
+    assert httpx.get(server.url + "/ui/../encode").status_code in (401, 404, 405)
     assert 'reason="unauthorized"' in httpx.get(server.url + "/metrics").text
 
 
@@ -80,8 +81,11 @@ def test_auth_settings(tmp_path):
         BearerAuth.from_settings(Settings(auth_token_file=str(tmp_path / "missing")))
     auth = BearerAuth.from_settings(Settings(auth_token=TOKEN, auth_public_paths="/livez"))
     assert auth.allows("/livez", None) and not auth.allows("/readyz", None)
+    for page in ("/", "/docs", "/docs.json", "/static_content/index.css"):  # no explorer:
+        assert not auth.allows(page, None), page                           # no pages either
     auth = BearerAuth.from_settings(Settings(auth_token=TOKEN, auth_public_paths="/ui,/ui/*"))
     assert auth.allows("/ui", None) and auth.allows("/ui/api.js", None)
+    assert auth.allows("/docs", None) and auth.allows("/static_content/index.css", None)
     assert not auth.allows("/uix", None) and not auth.allows("/ui/../encode", None)
     assert auth.allows("/encode", f"Bearer {TOKEN}") and not auth.allows("/encode", TOKEN)
 

@@ -1,7 +1,8 @@
 """The API documents itself: the OpenAPI document at /docs.json, built from the operations'
 request models (service/operations/api.py) and the V2 REST routes (service/doors/v2_rest.py),
 with example requests shaped for the served model; Swagger UI at /docs (BentoML's bundled
-Swagger UI assets, without third-party scripts, under the explorer's Content-Security-Policy)."""
+Swagger UI assets, without third-party scripts, under the explorer's Content-Security-Policy;
+our own stylesheet, ui/docs.css, instead of BentoML's, which hides the API's title)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ SWAGGER_PAGE = b"""<!DOCTYPE html>
     <title>VAE serving API</title>
     <link rel="icon" href="data:,">
     <link rel="stylesheet" type="text/css" href="./static_content/swagger-ui.css" />
-    <link rel="stylesheet" type="text/css" href="./static_content/index.css" />
+    <link rel="stylesheet" type="text/css" href="./ui/docs.css" />
   </head>
   <body>
     <div id="swagger-ui"></div>

@@ -3,7 +3,10 @@ gRPC (metadata `authorization: Bearer <token>`). Off unless VAE_AUTH_TOKEN or
 VAE_AUTH_TOKEN_FILE is set; health and metrics paths stay public unless removed from
 VAE_AUTH_PUBLIC_PATHS (probes and Prometheus usually carry no token). An entry ending in `/*`
 is a prefix: `/ui/*` keeps the explorer's static files public (they hold no data; the page
-asks for the token and sends it with every API call it makes).
+asks for the token and sends it with every API call it makes). The rule for pages: when the
+explorer is public, so are the other pages that hold no data, the landing page `/`, the API
+reference `/docs` with its document `/docs.json` and Swagger UI's files; remove `/ui` and
+`/ui/*` from the public paths to put them all behind the token (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 from service.config import Settings
 
 CHALLENGE = (b"www-authenticate", b'Bearer realm="vae"')
+# public together with the explorer (/ui): the pages that describe the service, no data
+PAGES = {"/", "/docs", "/docs.json", "/static_content/*"}
 
 
 class BearerAuth:
@@ -41,6 +46,8 @@ class BearerAuth:
         if len(token) < 16:
             raise SystemExit("VAE_AUTH_TOKEN: use at least 16 characters")
         public = {p.strip() for p in st.auth_public_paths.split(",") if p.strip()}
+        if public & {"/ui", "/ui/*"}:
+            public |= PAGES
         return cls(token, public)
 
     def allows(self, path: str, authorization: bytes | str | None) -> bool:
