@@ -38,6 +38,9 @@ log = logging.getLogger("vae.service")
 # tree, even though BentoML's levels then drop the line: the JSON access log (or BentoML's,
 # VAE_ACCESS_LOG=bentoml) replaces it.
 logging.getLogger("uvicorn.access").propagate = False
+# BentoML's logging configuration leaves other loggers at WARNING: the service's own INFO lines
+# (a version loaded, going live, retiring; a model added or retired) are what an operator reads
+logging.getLogger("vae").setLevel(logging.INFO)
 SETTINGS = load_settings()
 
 

@@ -48,6 +48,9 @@ def test_new_version_becomes_latest_and_a_bad_one_is_refused(trained, tmp_path):
         _wait(lambda: _sample_version(h, th) == "2")  # found by polling, verified, warmed
         assert _sample_version(g, tg) == "2"
         assert h.get_model_metadata("decoder")["versions"] == ["2"]  # `latest`: 1 retired
+        # the operator's log says so (BentoML's logging would drop the service's INFO lines)
+        _wait(lambda: "now serving digits/2" in srv.output() and "retired digits/1" in
+              srv.output(), timeout=10)
         index = {(m["name"], m["version"]): m["state"] for m in h.get_model_repository_index()}
         assert index[("encoder", "2")] == "READY" and index[("encoder", "1")] != "READY"
 
