@@ -9,6 +9,10 @@ starting server empties: two servers of one user on one host would wipe and mix 
 counts. This command gives each instance a directory of its own under the temporary folder,
 created at start and removed at exit (left behind only by a SIGKILL; the next start removes
 those of processes that are gone).
+
+Started from a terminal (stdin a TTY), the drain after a stop signal is 0 s unless --drain-s or
+VAE_DRAIN_S says otherwise: nothing balances traffic to a server in a terminal, and Ctrl-C
+should stop it at once, not after VAE_DRAIN_S of not-ready serving.
 """
 
 from __future__ import annotations
@@ -85,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(parser().parse_args(argv))
     host, port = args.pop("host"), args.pop("port")
     env = settings_env(args)
+    if sys.stdin is not None and sys.stdin.isatty() and "VAE_DRAIN_S" not in {**os.environ, **env}:
+        env["VAE_DRAIN_S"] = "0"
+        print("vae-serve: started from a terminal, so Ctrl-C stops at once (no drain; "
+              "--drain-s to set one)", file=sys.stderr, flush=True)
     os.environ.update(env)
     try:
         Settings()

@@ -123,3 +123,43 @@ def test_two_servers_on_one_host_keep_their_own_metrics(trained):
         assert not Path(dir_b).exists()  # removed when its server stopped
         assert _count(a.url, "/sample") == 3
     assert not Path(dir_a).exists()
+
+
+def test_ctrl_c_in_a_terminal_does_not_wait_out_the_drain(trained, tmp_path):
+    """stdin a TTY: the drain is 0 s, so the stop is immediate (a server in a terminal has no
+    balancer to drain from); without a TTY the default drain holds (tests/test_drain.py)."""
+    import os
+    import signal
+    import time
+
+    from support.servers import free_port
+
+    primary, secondary = os.openpty()
+    port = free_port()
+    env = {**os.environ, "VAE_MODEL_REPOSITORY": str(trained["repository"]),
+           "VAE_MODEL_NAME": "digits", "VAE_GRPC_PORT": str(free_port())}
+    env.pop("VAE_DRAIN_S", None)
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service.serve", "--host", "127.0.0.1",
+                                 "--port", str(port)], stdin=secondary, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends the foreground process
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.close(primary)
+        os.close(secondary)
+    text = log.read_text()
+    assert "started from a terminal, so Ctrl-C stops at once" in text
+    assert "serving for 0.0 s more" in text  # each worker's drain: none
