@@ -32,6 +32,13 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
+    """The quantizer advises its shape-inference pre-processing on every call; on the MNIST
+    decoder it changed nothing (the same max difference, 0.0573, with and without), so the
+    advice is dropped rather than printed at every export."""
+    return "pre-processing before quantization" not in record.getMessage()
+
+
 def make_variant(kind: str, folder: Path) -> None:
     """Write {encoder,decoder}.<kind>.onnx beside the fp32 graphs."""
     for g in ("encoder", "decoder"):
@@ -49,7 +56,12 @@ def make_variant(kind: str, folder: Path) -> None:
         elif kind == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+            root = logging.getLogger()
+            root.addFilter(_no_preprocessing_advice)
+            try:
+                quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+            finally:
+                root.removeFilter(_no_preprocessing_advice)
         else:
             raise ValueError(f"unknown variant {kind!r} (fp16 or int8)")
         onnx.checker.check_model(onnx.load(str(dst)), full_check=True)

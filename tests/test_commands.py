@@ -163,3 +163,23 @@ def test_ctrl_c_in_a_terminal_does_not_wait_out_the_drain(trained, tmp_path):
     text = log.read_text()
     assert "started from a terminal, so Ctrl-C stops at once" in text
     assert "serving for 0.0 s more" in text  # each worker's drain: none
+
+
+def test_train_and_export_print_only_their_own_lines_in_a_log(tmp_path):
+    """Not a terminal: plain epoch lines instead of a progress bar, a total time that counts
+    the whole run, and an export without the libraries' warnings."""
+    import re
+
+    ckpt = tmp_path / "c.pt"
+    r = _run("vae-train", "--epochs", "4", "--hidden", "32", "--latent-dim", "2", "--iwae-k",
+             "5", "--threads", "1", "--out", str(ckpt), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "\r" not in r.stdout + r.stderr  # no bar redrawn into the log
+    assert "epoch 4/4: recon" in r.stdout
+    total, epochs = map(float, re.search(r" in ([\d.]+) s \(epochs ([\d.]+) s", r.stdout).groups())
+    assert total >= epochs
+    r = _run("vae-export", "--checkpoint", str(ckpt), "--repository", str(tmp_path / "repo"),
+             "--name", "tiny", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    assert lines and all(line.startswith("INFO export: ") for line in lines), lines

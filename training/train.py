@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,9 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     y_held, y_sel = _labels(data, data.heldout_idx), _labels(data, sel_idx)
     snap_at = snapshot_epochs(cfg.epochs, cfg.eval_every)
     t0 = time.perf_counter()
-    bar = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", disable=cfg.quiet or rank > 0)
+    # a bar on a terminal; in a log (not a TTY), a plain line every tenth of the run instead
+    tty, first = sys.stderr.isatty(), state["epoch"]
+    bar = tqdm(range(first, cfg.epochs), desc="epochs", disable=cfg.quiet or rank > 0 or not tty)
     for epoch in bar:
         model.train()
         sampler.set_epoch(epoch)
@@ -207,6 +210,13 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
                             **{k: f"{v:.3f}" for k, v in extra_postfix.items()})
             stop = cfg.patience > 0 and state["bad_epochs"] >= cfg.patience
         state["history"].append(row)
+        if not (tty or cfg.quiet or rank) and \
+                ((epoch + 1) % max(1, cfg.epochs // 10) == 0 or epoch + 1 == cfg.epochs):
+            spent = time.perf_counter() - t0
+            left = spent / (epoch + 1 - first) * (cfg.epochs - epoch - 1)
+            held_text = f", {ev} -ELBO {row[ev + '_neg_elbo']:.2f}" if evaluate else ""
+            print(f"epoch {epoch + 1}/{cfg.epochs}: recon {train_rec:.2f}, KL {train_kl:.2f}"
+                  f"{held_text} ({spent:.0f} s, about {left:.0f} s left)", flush=True)
         if rank == 0 and evaluate:
             checkpoint.save(out, checkpoint.payload(
                 model.state_dict(), best_weights, opt, gen, state, mcfg, cfg, data,
