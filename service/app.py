@@ -1,4 +1,4 @@
-"""The VAE service: one BentoML service over onnxruntime, as in ../shared/API.md.
+"""The VAE service: one BentoML service over onnxruntime, as in docs/API.md.
 
     BENTOML_DO_NOT_TRACK=true bentoml serve service.app:VAEService --host 127.0.0.1 --port 3000
 

@@ -1,4 +1,4 @@
-"""Every operation of the public contract (../shared/API.md), written once for every door.
+"""Every operation of the public contract (docs/API.md), written once for every door.
 
 Each operation declares its request (service/operations/requests.py: fields, defaults,
 limits, descriptions), an example, and an async function here that returns arrays. The doors

@@ -1,4 +1,4 @@
-"""The requests of the contract's operations (../shared/API.md): each field with its default,
+"""The requests of the contract's operations (docs/API.md): each field with its default,
 its limits and what it means, said once. The OpenAPI document, the JSON door's validation and
 the V2 models' all come from these; limits that depend on settings (VAE_MAX_*) are checked by
 the operations themselves (service/operations/api.py)."""

@@ -1,4 +1,4 @@
-"""The KServe V2 (Open Inference Protocol) models of ../shared/API.md — encoder, decoder,
+"""The KServe V2 (Open Inference Protocol) models of docs/API.md — encoder, decoder,
 sample, interpolate — as calls into the operations of service/operations/api.py, so every
 limit and message is the JSON API's; and the protocol's metadata and repository calls.
 Transport-neutral: service/doors/v2_rest.py and v2_grpc.py only turn bytes into Tensors and

@@ -1,7 +1,7 @@
 """Row batching: concurrent requests' rows merged into one onnxruntime run per graph.
 
 BentoML's adaptive batching takes one argument per API and reaches other endpoints only
-through a pickling HTTP proxy (../shared/NOTES-bentoml.md), so each graph gets this small
+through a pickling HTTP proxy (docs/DESIGN.md, Batching), so each graph gets this small
 in-process batcher instead: an asyncio queue in front of the session. A batch closes when it
 holds `max_rows` rows or its first request has waited `max_wait_ms` (under load, then also once
 the loop's next turns bring no more rows: _gather); one batch per graph runs
