@@ -1,4 +1,4 @@
-// The explorer's plumbing: calls to the service's public endpoints (../shared/API.md), images
+// The explorer's plumbing: calls to the service's public endpoints (docs/API.md), images
 // drawn exactly (one canvas pixel per model pixel, value round(255 * v)), images turned into
 // model inputs, and the endpoint pickers (prior sample, uploaded file, or a drawing).
 "use strict";
