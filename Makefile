@@ -259,7 +259,7 @@ test: install system-deps data-if-present
 # stays the whole suite, the one CI runs.
 QUICK_TESTS ?= tests/test_registry.py tests/test_tensors_latent.py tests/test_v2_logic.py \
 	tests/test_settings.py tests/test_metrics_logic.py tests/test_model.py \
-	tests/test_service_http.py tests/test_v2.py tests/test_models.py
+	tests/test_service_http.py tests/test_v2.py tests/test_models.py tests/test_openapi.py
 test-quick: install data-if-present
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(QUICK_TESTS)
