@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# Three targets: build (trains and exports the embedded digits model; torch lives only here),
-# runtime (the default: serve + onnxruntime CPU, no torch, non-root) and gpu (onnxruntime-gpu with
-# NVIDIA's CUDA/cuDNN runtime wheels). `make image` builds runtime with buildah; on a machine with
+# Four targets: build (trains and exports the embedded digits model; torch lives only here),
+# runtime (the default: serve + onnxruntime CPU, no torch, non-root), gpu (onnxruntime-gpu with
+# NVIDIA's CUDA/cuDNN runtime wheels) and jobs (offline jobs on Ray: docs/JOBS.md). `make image` builds runtime with buildah; on a machine with
 # Docker Hub `docker build .` builds it unchanged. The build arguments (all optional):
 #   PYTHON_IMAGE      the base of every stage (default: the official slim Python image)
 #   TORCH_INDEX       where the build stage finds the CPU torch wheel ("" for none)
@@ -86,6 +86,22 @@ RUN touch README.md && python -m venv /venv && /venv/bin/pip install -c constrai
  && find /venv/lib -name '*.pyi' -delete \
  && find /venv -name '*.pyc' -delete \
  && trim_venv.sh /venv
+
+# --- jobs: offline jobs on a Ray cluster (docs/JOBS.md; deploy/k8s/rayjob.yaml runs it) ------
+# serve + cpu + jobs extras (Ray Data, pyarrow) and the code the jobs run; KubeRay starts `ray`
+# from it on every node. `docker build --target jobs -t vae-serving:jobs .`
+FROM ${PYTHON_IMAGE} AS jobs
+ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    RAY_USAGE_STATS_ENABLED=0 PATH=/venv/bin:$PATH PYTHONPATH=/app
+WORKDIR /app
+COPY pyproject.toml constraints.txt ./
+RUN touch README.md && python -m venv /venv \
+ && /venv/bin/pip install -c constraints.txt '.[serve,cpu,jobs]' \
+ && useradd --uid 10001 --create-home ray
+COPY service service
+COPY modelrepo modelrepo
+COPY jobs jobs
+USER 10001
 
 # --- runtime (the default target): serve + cpu extras only (no torch), non-root ---------------
 # The model repository is the one the build stage exported; mount another at /models to serve it:

@@ -13,7 +13,7 @@ MODELS ?=
 REPOSITORY ?= models
 DATA_DIR ?= data
 MNIST_SOURCE ?= ../shared/data/mnist
-EXTRAS ?= serve,cpu,train,dev
+EXTRAS ?= serve,cpu,train,dev,jobs
 PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
 export BENTOML_DO_NOT_TRACK := true
@@ -26,7 +26,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist data-mnist data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
-	bench-p6 bench-serving bench-models bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
+	bench-p6 bench-serving bench-models bench-jobs bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
 # PyTorch's CPU build. From PyPI, torch==X is the CUDA build (several GB), so when pip cannot
@@ -146,6 +146,12 @@ bench-models: bench-deps
 	@ls $(REPOSITORY)/mnist/*/manifest.json >/dev/null 2>&1 || \
 	  $(MAKE) --no-print-directory model-mnist
 	$(RUN_MODELS)
+# offline jobs: local engine vs bare onnxruntime, the service, Ray on 2 local nodes (~5 min)
+bench-jobs: install data-mnist
+	@ls $(REPOSITORY)/mnist/*/manifest.json >/dev/null 2>&1 || \
+	  $(MAKE) --no-print-directory model-mnist
+	$(BIN)/python -m benchmarks.jobs --repository $(REPOSITORY) --model mnist \
+	  --mnist $(DATA_DIR)/mnist
 bench-deps: install $(TRITON_VENV)/bin/python
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PIP_INSTALL) -e '.[$(EXTRAS),bench]'

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, Server
 
 BIN = Path(sys.executable).parent
-COMMANDS = ["vae-serve", "vae-train", "vae-export", "vae-import-onnx", "vae-client"]
+COMMANDS = ["vae-serve", "vae-train", "vae-export", "vae-import-onnx", "vae-client", "vae-jobs"]
 
 
 def _run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -77,14 +77,20 @@ def test_usage_errors_are_one_line_and_exit_2(argv, says):
 
 
 def test_the_wheel_installs_the_products_packages_only(tmp_path):
+    import shutil
+
+    src = tmp_path / "src"  # a copy: building writes build/ and egg-info beside the sources
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".venv*", ".git", "runs", "models", "data", "results", "node_modules", "build",
+        "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                        "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True,
+                        "-q", "-w", str(tmp_path), str(src)], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     (wheel,) = tmp_path.glob("vae_serving-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert tops == {"service", "training", "export", "modelrepo"}
+    assert tops == {"service", "training", "export", "modelrepo", "jobs"}
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry).decode()
     assert all(f"{c} =" in scripts for c in COMMANDS)

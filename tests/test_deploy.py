@@ -75,6 +75,39 @@ def test_custom_resources_name_their_required_fields():
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_the_rayjob_runs_a_valid_job_in_valid_pods(tmp_path):
+    """deploy/k8s/rayjob.yaml (never applied here): KubeRay's fields, an entrypoint that the
+    jobs command accepts, the pinned Ray, and its pod templates validated as Pods."""
+    import shlex
+
+    from jobs.cli import parser
+
+    job = yaml.safe_load((K8S / "rayjob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    spec = job["spec"]
+    cmd = shlex.split(spec["entrypoint"])
+    assert cmd[:3] == ["python", "-m", "jobs"]
+    args = parser().parse_args(cmd[3:])  # exits 2 on an option the command does not have
+    assert args.engine == "ray" and args.resume and args.ray_address is None  # RAY_ADDRESS
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().split()
+                if "==" in line)
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == pins["ray"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    pods = []
+    for i, group in enumerate(groups):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"g{i}"},
+               "spec": group["template"]["spec"]}
+        (tmp_path / f"pod{i}.yaml").write_text(yaml.safe_dump(pod))
+        pods.append(str(tmp_path / f"pod{i}.yaml"))
+        assert all(c["image"] == "vae-serving:jobs" for c in pod["spec"]["containers"])
+        mounts = {m["name"] for c in pod["spec"]["containers"] for m in c["volumeMounts"]}
+        assert mounts <= {v["name"] for v in pod["spec"]["volumes"]}
+    r = _run([str(BIN / "kubernetes-validate"), "--strict", *pods])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "AS jobs" in (ROOT / "Dockerfile").read_text()  # the image the pods run
+
+
 def test_alert_rules_pass_promtool():
     r = _run(["promtool", "check", "rules", str(ROOT / "deploy" / "alerts.yml")])
     assert r.returncode == 0, r.stdout + r.stderr

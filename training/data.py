@@ -9,13 +9,13 @@ folder of PNG/JPEG files (subfolders name the labels). Bad data stops with the f
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from modelrepo.idx import read_idx
 
 
 @dataclass
@@ -143,20 +143,6 @@ def load_digits_data(heldout_fraction: float = 0.2, split_seed: int = 0) -> Data
     return Dataset("digits", x, labels, *_split(len(x), heldout_fraction, split_seed))
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-        if zero != 0 or dtype_code != 0x08:
-            raise ValueError("not an unsigned-byte IDX file")
-        dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-    except (OSError, ValueError, struct.error, EOFError) as exc:
-        raise ValueError(f"{path}: unreadable IDX file ({exc})") from exc
-
-
 def load_mnist_data(folder: str | Path, heldout: int = 2000) -> Dataset:
     """Train files when present (60k train, 10k test held out); else t10k split 8,000 / 2,000."""
     folder = Path(folder)
@@ -175,11 +161,11 @@ def load_mnist_data(folder: str | Path, heldout: int = 2000) -> Dataset:
     if test_x is None or test_y is None:
         raise FileNotFoundError(f"{folder}: t10k-images-idx3-ubyte(.gz) and labels are required")
     if train_x and train_y:
-        imgs = np.concatenate([_read_idx(train_x), _read_idx(test_x)])
-        labels = np.concatenate([_read_idx(train_y), _read_idx(test_y)])
-        n_train = len(imgs) - len(_read_idx(test_y))
+        imgs = np.concatenate([read_idx(train_x), read_idx(test_x)])
+        labels = np.concatenate([read_idx(train_y), read_idx(test_y)])
+        n_train = len(imgs) - len(read_idx(test_y))
     else:
-        imgs, labels = _read_idx(test_x), _read_idx(test_y)
+        imgs, labels = read_idx(test_x), read_idx(test_y)
         n_train = len(imgs) - heldout
     x = (imgs.astype(np.float32) / 255.0)[:, None, :, :]
     idx = np.arange(len(x))
