@@ -10,10 +10,11 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from jobs.inputs import Source
-from jobs.work import JobSpec, open_model, part_path, process_shard
+from jobs.work import JobSpec, open_model, part_path, process_shard, warm_writer
 
 
 def pending_shards(spec: JobSpec, total: int) -> list[int]:
@@ -57,10 +58,23 @@ class Progress:
 def run_local(spec: JobSpec, on_shard: Callable[[int, int], None],
               on_ready: Callable[[], None] = lambda: None) -> None:
     rt = open_model(spec)
+    warm_writer()
     source = Source(spec.input, rt.shape, rt.manifest.input.range)
     on_ready()  # the model is verified and warm: the items start here
-    for shard in pending_shards(spec, len(source)):
-        on_shard(*process_shard(rt, source, spec, shard))
+    # one writer thread: a shard's part is written while the next shard runs the model
+    with ThreadPoolExecutor(1, thread_name_prefix="parquet") as writer:
+        last: Future | None = None
+
+        def write(fn: Callable, *args: object) -> None:
+            nonlocal last
+            if last is not None:
+                last.result()  # at most one part in flight (memory), errors surface here
+            last = writer.submit(fn, *args)
+
+        for shard in pending_shards(spec, len(source)):
+            on_shard(*process_shard(rt, source, spec, shard, write))
+        if last is not None:
+            last.result()
 
 
 class ShardWorker:
@@ -71,6 +85,7 @@ class ShardWorker:
 
         self.spec = spec_from_json(spec_json)
         self.rt = open_model(self.spec)
+        warm_writer()
         self.source = Source(self.spec.input, self.rt.shape, self.rt.manifest.input.range)
 
     def __call__(self, batch: dict) -> dict:

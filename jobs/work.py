@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -115,8 +116,11 @@ def shard_range(shard: int, spec: JobSpec, total: int) -> tuple[int, int]:
     return shard * spec.shard_size, min(total, (shard + 1) * spec.shard_size)
 
 
-def process_shard(rt, source: Source, spec: JobSpec, shard: int) -> tuple[int, int]:
-    """Read, compute and write one shard; -> (items written, items refused)."""
+def process_shard(rt, source: Source, spec: JobSpec, shard: int,
+                  write: Callable[..., object] | None = None) -> tuple[int, int]:
+    """Read, compute and write one shard; -> (items written, items refused). `write` runs the
+    shard's writing (default: here and now; the local engine hands it to a thread so that
+    writing a part overlaps the next shard's model runs)."""
     start, stop = shard_range(shard, spec, len(source))
     ids: list[str] = []
     columns: dict[str, list[np.ndarray]] = {}
@@ -128,13 +132,19 @@ def process_shard(rt, source: Source, spec: JobSpec, shard: int) -> tuple[int, i
             ids += batch.ids
             for name, arr in compute(rt, spec, batch).items():
                 columns.setdefault(name, []).append(arr)
+    (write or (lambda f, *a: f(*a)))(_write_shard, spec, shard, ids, columns, errors, rt)
+    return len(ids), len(errors)
+
+
+def _write_shard(spec: JobSpec, shard: int, ids: list[str], columns: dict, errors: list,
+                 rt) -> None:
+    """The refused items first, then the part: a part that exists means a whole shard."""
     err = errors_path(spec.output, shard)
     err.parent.mkdir(parents=True, exist_ok=True)
     tmp = err.with_name("." + err.name)
     tmp.write_text("".join(json.dumps({"id": i, "reason": r}) + "\n" for i, r in errors))
     os.replace(tmp, err)
     _write_part(part_path(spec.output, shard), ids, columns, rt)
-    return len(ids), len(errors)
 
 
 def _write_part(path: Path, ids: list[str], columns: dict[str, list[np.ndarray]], rt) -> None:
@@ -156,8 +166,19 @@ def _write_part(path: Path, ids: list[str], columns: dict[str, list[np.ndarray]]
     meta = {b"model": rt.manifest.name.encode(), b"version": str(rt.manifest.version).encode()}
     table = pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
     tmp = path.with_name("." + path.name)
-    pq.write_table(table, tmp)
+    # no dictionary encoding: floats and unique ids gain nothing from it, and it was 3/4 of
+    # the write's time (14 ms vs 3.5 ms for 4,096 items of two [32] columns)
+    pq.write_table(table, tmp, use_dictionary=False)
     os.replace(tmp, path)
+
+
+def warm_writer() -> None:
+    """pyarrow imports pandas (~400 modules, 0.2 s) on its first Parquet write: done before the
+    items' clock starts, as the model's sessions are."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": pa.array(["0"])}), pa.BufferOutputStream())
 
 
 def read_results(output: str | Path) -> dict[str, np.ndarray]:
