@@ -115,10 +115,16 @@ class _Api:
         return self._post("/decode", body, lambda r: from_field(r["outputs"]))
 
     def sample(self, n: int, temperature: float = 1.0, seed: int | None = None,
-               model: str | None = None) -> Any:
-        body = self._body(model, n=n, temperature=temperature, seed=seed, output_format="npy")
-        return self._post("/sample", body, lambda r: {"z": np.asarray(r["z"], np.float32),
-                                                      "x": from_field(r["outputs"])})
+               prior: str = "standard", labels: list[int] | None = None,
+               like: np.ndarray | None = None, model: str | None = None) -> Any:
+        """x and z; prior "aggregate" samples the data (labels: those classes; like: around
+        these items) and adds `components`."""
+        body = self._body(model, n=n, temperature=temperature, seed=seed, prior=prior,
+                          labels=labels, like=None if like is None else to_npy(like),
+                          output_format="npy")
+        return self._post("/sample", body, lambda r: {
+            "z": np.asarray(r["z"], np.float32), "x": from_field(r["outputs"]),
+            **({"components": np.asarray(r["components"])} if "components" in r else {})})
 
     def interpolate(self, start: np.ndarray | None = None, end: np.ndarray | None = None,
                     start_z: np.ndarray | None = None, end_z: np.ndarray | None = None,
@@ -136,8 +142,9 @@ class _Api:
         return self._post("/reconstruct", body, lambda r: from_field(r["outputs"]))
 
     def score(self, x: np.ndarray, k: int = 1, seed: int | None = None,
-              model: str | None = None) -> Any:
-        body = self._body(model, inputs=to_npy(x), k=k, seed=seed)
+              fpr: float | None = None, model: str | None = None) -> Any:
+        """neg_elbo, nll_iwae, percentile; with fpr also threshold and is_outlier."""
+        body = self._body(model, inputs=to_npy(x), k=k, seed=seed, fpr=fpr)
         return self._post("/score", body, lambda r: {k: None if v is None else np.asarray(v)
                                                      for k, v in r.items()})
 

@@ -89,8 +89,8 @@ def test_model_metadata_both_transports(clients, dims):
     gmd = g.get_model_metadata("interpolate", "1")
     assert [i.name for i in gmd.inputs] == ["start_z", "end_z", "steps"]
     assert [list(o.shape) for o in gmd.outputs] == [[-1, -1, z], [-1, -1, *shape]]
-    assert [i.datatype for i in g.get_model_metadata("sample").inputs] == ["INT32", "FP32",
-                                                                            "INT64"]
+    assert [i.datatype for i in g.get_model_metadata("sample").inputs] == [
+        "INT32", "FP32", "INT64", "INT64", "FP32"]  # n, temperature, seed, labels, like
 
 
 @pytest.mark.parametrize("transport,binary", TRANSPORTS)

@@ -53,6 +53,7 @@ class RequestedOutput(_Wire):
 class RequestParameters(_Wire):
     binary_data_output: StrictBool = False
     method: StrictStr | None = None  # the interpolate model's path (lerp, slerp)
+    prior: StrictStr | None = None  # the sample model: standard or aggregate
 
 
 class InferRequest(_Wire):

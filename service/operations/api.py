@@ -1,5 +1,4 @@
 """Every operation of the public contract (docs/API.md), written once for every door.
-
 Each operation declares its request (service/operations/requests.py: fields, defaults,
 limits, descriptions), an example, and an async function here that returns arrays. The doors
 (HTTP JSON, V2 REST, gRPC) only parse their wire format into that request, call the operation
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 from modelrepo import scoring
 from service.config import Settings
 from service.errors import BadInput, LimitExceeded, NotReady, VersionNotFound
+from service.operations import calibration, sampling
 from service.operations.requests import (
     Compare,
     Decode,
@@ -110,8 +110,7 @@ class Operations:
     async def sample(self, r: Sample) -> Result:
         _limit("n", r.n, self.settings.max_n)
         rt = self.runtime(r.version, r.model)
-        z = np.float32(r.temperature) * latent.draw_eps(r.seed, (r.n, rt.latent_dim))
-        return Result({"z": z, "outputs": await rt.adecode(z)}, rt, r.n)
+        return Result(await sampling.sample(self, rt, r), rt, r.n)  # prior or data
 
     async def interpolate(self, r: Interpolate) -> Result:
         _limit("steps", r.steps, self.settings.max_steps)
@@ -164,7 +163,8 @@ class Operations:
         neg_elbo, nll = scoring.score_decoded(x, mu, logvar, z, rt.manifest.likelihood, out)
         ref = rt.reference
         pct = None if ref is None else scoring.percentile(neg_elbo, ref["neg_elbo_sorted"])
-        return Result({"neg_elbo": neg_elbo, "nll_iwae": nll, "percentile": pct},
+        extra = {} if r.fpr is None else await calibration.flags(rt, r.k, r.fpr, neg_elbo)
+        return Result({"neg_elbo": neg_elbo, "nll_iwae": nll, "percentile": pct, **extra},
                       rt, len(x))
 
     async def compare(self, r: Compare) -> Result:

@@ -52,11 +52,24 @@ class Decode(Request):
 
 
 class Sample(Request):
-    """n draws from the prior, z = temperature * eps, decoded."""
+    """n draws, decoded: from the prior N(0, T^2 I), or from the data: the mixture of the
+    reference set's posteriors (prior "aggregate"; labels: only those classes) or of given
+    images' (like), each component's sigma scaled by T."""
     n: int = Field(1, ge=1, strict=True, description="how many")
     temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False, strict=True,
-                               description="z ~ N(0, T^2 I)")  # OpenAPI 3.1: exclusiveMinimum 0
+                               description="T: z ~ N(0, T^2 I), or mu_i + T * sigma_i * eps "
+                                           "for the aggregate")  # 3.1: exclusiveMinimum 0
     seed: Seed = None
+    prior: Literal["standard", "aggregate"] = Field(
+        "standard", description="standard: N(0, I); aggregate: the mixture of posteriors "
+                                "(of the reference set, or of `like`)")
+    labels: list[Annotated[int, Field(strict=True)]] | None = Field(
+        None, min_length=1, max_length=1000, description="aggregate: only reference items "
+                                                         "with these labels")
+    like: Any = Field(None, json_schema_extra={
+        "description": "images [N, *S], [N, prod(S)] or (C = 1) [N, H, W], or {\"npy\"} or "
+                       "{\"png\"}: aggregate over these items' posteriors instead of the "
+                       "reference set"})
     output_format: OutputFormat = "json"
 
 
@@ -85,6 +98,9 @@ class Score(Request):
     inputs: Any = Field(json_schema_extra=IMAGES)
     k: int = Field(1, ge=1, strict=True, description="importance samples")
     seed: Seed = None
+    fpr: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False, description=(
+        "false-positive rate: adds threshold (the 1 - fpr quantile of the reference items' "
+        "neg_elbo with this k) and is_outlier (neg_elbo > threshold)"))
 
 
 class Compare(Request):

@@ -53,9 +53,12 @@ class DecodeResponse(_Answer):
 
 
 class SampleResponse(_Answer):
-    """Draws from the prior and their images."""
+    """Draws from the prior (or the aggregate posterior) and their images."""
     z: Floats2 = Field(description="[n, Z] the latent codes drawn")
     outputs: Images4 = Field(description="[n, C, H, W] their decoded images")
+    components: list[int] | None = Field(None, description="[n] prior aggregate: each draw's "
+                                                           "item of the mixture (reference or "
+                                                           "like order); absent otherwise")
 
 
 class InterpolateResponse(_Answer):
@@ -76,6 +79,10 @@ class ScoreResponse(_Answer):
     percentile: Floats1 | None = Field(description="[N] where each neg_elbo falls among the "
                                                    "held-out set's, 0-100; null without a "
                                                    "reference set")
+    threshold: float | None = Field(None, description="with fpr: the neg_elbo above which an "
+                                                      "item is flagged")
+    is_outlier: list[bool] | None = Field(None, description="with fpr: [N] neg_elbo > "
+                                                            "threshold")
 
 
 class CompareResponse(_Answer):

@@ -88,10 +88,12 @@ def _signature(model: str, s: tuple[int, ...], z: int) -> tuple[list[dict], list
                 [_spec("mu", "FP32", [-1, z]), _spec("logvar", "FP32", [-1, z])])
     if model == "decoder":
         return [_spec("z", "FP32", [-1, z])], [_spec("x", "FP32", [-1, *s])]
-    if model == "sample":
+    if model == "sample":  # labels, like and the `prior` parameter: sampling from the data
         return ([_spec("n", "INT32", [1]), _spec("temperature", "FP32", [1], True),
-                 _spec("seed", "INT64", [1], True)],
-                [_spec("z", "FP32", [-1, z]), _spec("x", "FP32", [-1, *s])])
+                 _spec("seed", "INT64", [1], True), _spec("labels", "INT64", [-1], True),
+                 _spec("like", "FP32", [-1, *s], True)],
+                [_spec("z", "FP32", [-1, z]), _spec("x", "FP32", [-1, *s]),
+                 _spec("components", "INT64", [-1], True)])
     return ([_spec("start_z", "FP32", [-1, z]), _spec("end_z", "FP32", [-1, z]),
              _spec("steps", "INT32", [1])],
             [_spec("z", "FP32", [-1, -1, z]), _spec("x", "FP32", [-1, -1, *s])])
@@ -145,6 +147,8 @@ def inputs_by_name(model: str, tensors: list[Tensor], rt: ModelRuntime) -> dict[
             raise BadInput(f"{t.name}: shape {t.shape}, expected {want} (-1: any size)")
         if want == [1]:
             out[t.name] = t.data.reshape(-1)[0].item()
+        elif t.datatype == "INT64":  # sample's labels: a list of ints
+            out[t.name] = [int(v) for v in t.data.reshape(-1)]
         else:  # values and item limits are the operation's to check
             out[t.name] = np.ascontiguousarray(t.data, dtype=np.float32)
     for name, spec in specs.items():
@@ -172,8 +176,13 @@ async def infer(ops: Operations, rt: ModelRuntime, name: str, tensors: list[Tens
         res = await _call(ops, "decode", {"z": given["z"], "version": v})
         return {"x": res["outputs"]}, res
     if model == "sample":
-        res = await _call(ops, "sample", {**given, "version": v})
-        return {"z": res["z"], "x": res["outputs"]}, res
+        prior = params.get("prior", "aggregate" if {"labels", "like"} & set(given) else
+                           "standard")
+        res = await _call(ops, "sample", {**given, "prior": prior, "version": v})
+        outs = {"z": res["z"], "x": res["outputs"]}
+        if "components" in res:
+            outs["components"] = np.asarray(res["components"], dtype=np.int64)
+        return outs, res
     res = await _call(ops, "interpolate", {**given, "method": params.get("method", "lerp"),
                                            "version": v})
     return {"z": res["z"], "x": res["outputs"]}, res

@@ -97,6 +97,8 @@ class ModelRuntime:
         self.settings = settings
         self._batchers: dict[str, RowBatcher] = {}
         self.reference = self._load_reference(mv)
+        # /score's calibration: the reference items' neg_elbo per k (operations/calibration.py)
+        self.reference_scores: dict[int, np.ndarray] = {}
         self.provider = self.encoder.get_providers()[0]
         if settings.provider == "cuda" and self.provider != CUDA:
             # onnxruntime-gpu lists CUDA whenever it was built with it, then falls back to the

@@ -18,6 +18,18 @@ def sigma_of(logvar: np.ndarray) -> np.ndarray:
     return np.exp(0.5 * logvar)
 
 
+def sample_mixture(mu: np.ndarray, sigma: np.ndarray, n: int, temperature: float,
+                   seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """n draws from the mixture (1/M) sum_i N(mu_i, sigma_i^2) of M posteriors, exactly as the
+    contract says: rng = default_rng(seed); i = rng.integers(0, M, n);
+    eps = rng.standard_normal((n, Z)); z = mu[i] + T * sigma[i] * eps in float32. -> (z, i)."""
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(mu), n)
+    eps = rng.standard_normal((n, mu.shape[1])).astype(np.float32)
+    z = mu[i].astype(np.float32) + np.float32(temperature) * sigma[i].astype(np.float32) * eps
+    return z.astype(np.float32), i
+
+
 def sample_posterior(mu: np.ndarray, sigma: np.ndarray, eps: np.ndarray) -> np.ndarray:
     """z = mu + sigma * eps, broadcasting eps [N, Z] or [N, S, Z] (samples on axis 1); sigma
     as the encoder's batch computed it (ModelRuntime.aencode)."""
