@@ -149,6 +149,34 @@ def test_sample_grid_equals_what_sample_returns(browser, served):
     browser.save_screenshot(str(_shot(served, "samples")))
 
 
+def test_sampling_a_class_and_more_like_this(browser, served):
+    """The samples panel draws from the data too: one class of the reference set, and the
+    encoded image's neighbourhood (the encode panel's "More like this")."""
+    from selenium.webdriver.support.ui import Select
+
+    labels = post(served, "/latent_map", {})["labels"]
+    if labels is None:
+        pytest.skip("this model's reference set has no labels")
+    wait_for(browser, "document.getElementById('sample-prior').options.length > 2")
+    label = sorted(set(labels))[1]
+    set_value(browser, "sample-n", 6)
+    set_value(browser, "sample-seed", 4)
+    browser.execute_script("const t = document.getElementById('sample-temp'); t.value = '1';"
+                           "t.dispatchEvent(new Event('input'));")
+    Select(browser.find_element("id", "sample-prior")).select_by_value(f"label:{label}")
+    browser.find_element("id", "sample-go").click()
+    wait_for(browser, f"document.getElementById('sample-grid').dataset.prior === 'label:{label}'"
+             " && document.querySelectorAll('#sample-grid canvas').length === 6")
+    want = post(served, "/sample", {"n": 6, "seed": 4, "prior": "aggregate",
+                                    "labels": [label]})["outputs"]
+    for got, img in zip(canvas_pixels(browser, "#sample-grid canvas"), as_pixels(want),
+                        strict=True):
+        np.testing.assert_array_equal(got, img[0])
+    browser.find_element("id", "encode-like").click()
+    wait_for(browser, "document.getElementById('sample-grid').dataset.prior === 'like'")
+    browser.save_screenshot(str(_shot(served, "samples_like")))
+
+
 def test_every_panel_is_filled_on_first_load(browser, served):
     """No black squares: before any click, each panel shows what its endpoint answers for the
     page's defaults (sample seed 0, interpolation between prior samples 1 and 2, the map's

@@ -28,13 +28,32 @@ async function loadModel() {
   document.body.dataset.ready = "1";
 }
 
+let encodedX = null; // the last encoded image: "More like this" samples around it
+
 async function sample() {
-  const r = await VAE.post("/sample", {
+  const from = $("sample-prior").value, body = {
     n: Number($("sample-n").value), temperature: Number($("sample-temp").value),
     seed: Number($("sample-seed").value), output_format: "json",
-  });
+  };
+  if (from !== "standard") body.prior = "aggregate";
+  if (from.startsWith("label:")) body.labels = [Number(from.slice(6))];
+  if (from === "like") body.like = [encodedX];
+  const r = await VAE.post("/sample", body);
   VAE.drawGrid($("sample-grid"), r.outputs);
   $("sample-grid").dataset.seed = $("sample-seed").value;
+  $("sample-grid").dataset.prior = from;
+}
+
+function sampleSources() {
+  // the data's classes once the reference set's labels are known; none without a reference set
+  const sel = $("sample-prior"), keep = sel.value;
+  while (sel.options.length > 1) sel.remove(1);
+  if (map) sel.add(new Option("the data (reference posteriors)", "aggregate"));
+  for (const lab of map && map.labels ? [...new Set(map.labels)].sort((a, b) => a - b) : []) {
+    sel.add(new Option(`class ${lab}`, `label:${lab}`));
+  }
+  if (encodedX) sel.add(new Option("like the encoded image", "like"));
+  sel.value = [...sel.options].some((o) => o.value === keep) ? keep : "standard";
 }
 
 let interp = null; // the last /interpolate answer
@@ -121,6 +140,7 @@ async function loadMap() {
     }
   }
   plotMap();
+  sampleSources();
 }
 
 async function clickMap(e) {
@@ -184,6 +204,8 @@ async function encode(pick) {
   });
   document.querySelector("#encode-values tbody").replaceChildren(...rows);
   encodedMu = mu;
+  encodedX = x;
+  sampleSources();
   if (map) plotMap();
   if (map) encodedNear = await Dist.neighbours(x); // a model without a reference set has no map
   if (map) plotMap();
@@ -205,6 +227,12 @@ async function start() {
   $("alpha").addEventListener("input", () => showStep(Number($("alpha").value)));
   $("map").addEventListener("click", (e) => { if (map) VAE.guarded("decoding the clicked point", () => clickMap(e)); });
   $("encode-go").addEventListener("click", () => VAE.guarded("encoding", () => encode(pickE)));
+  $("encode-like").addEventListener("click", () => VAE.guarded("sampling like the image", async () => {
+    if (!encodedX) await encode(pickE);
+    sampleSources();
+    $("sample-prior").value = "like";
+    await sample();
+  }));
   const pickCA = VAE.picker($("cmp-a"), shape, 4), pickCB = VAE.picker($("cmp-b"), shape, 5);
   $("compare-go").addEventListener("click", () => VAE.guarded("comparing", () => Dist.compare(pickCA, pickCB)));
   $("map-projection").addEventListener("change", () => VAE.guarded("loading the latent map", loadMap));
