@@ -26,7 +26,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist data-mnist data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
-	bench-p6 bench-serving bench-models bench-jobs bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
+	bench-p6 bench-serving bench-models bench-jobs neighbors-quality bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
 # PyTorch's CPU build. From PyPI, torch==X is the CUDA build (several GB), so when pip cannot
@@ -152,6 +152,9 @@ bench-jobs: install data-mnist
 	  $(MAKE) --no-print-directory model-mnist
 	$(BIN)/python -m benchmarks.jobs --repository $(REPOSITORY) --model mnist \
 	  --mnist $(DATA_DIR)/mnist
+# /neighbors' measures: leave-one-out 5-NN label agreement per model (docs/MODEL_QUALITY.md)
+neighbors-quality: install
+	$(BIN)/python -m benchmarks.neighbors_quality --repository $(REPOSITORY) --models digits,mnist
 bench-deps: install $(TRITON_VENV)/bin/python
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PIP_INSTALL) -e '.[$(EXTRAS),bench]'

@@ -253,7 +253,7 @@ def test_uploaded_image_shows_mu_and_sigma(browser, served, tmp_path):
     whiskers = browser.find_elements("css selector", "#encode-bars line.whisker")
     assert len(bars) == len(whiskers) == model["latent_dim"]
     np.testing.assert_array_equal(canvas_pixels(browser, "#encode-input")[0], pixels)
-    # its nearest reference items by overlap, as /neighbors answers them
+    # its nearest reference items (W2, the default measure), as /neighbors answers them
     wait_for(browser, "document.querySelectorAll('#encode-neighbours figure').length === 5")
     near = post(served, "/neighbors", {"inputs": [(pixels / 255.0).ravel().tolist()]})
     figs = browser.find_elements("css selector", "#encode-neighbours figure")
@@ -261,7 +261,7 @@ def test_uploaded_image_shows_mu_and_sigma(browser, served, tmp_path):
     for fig, label, score in zip(figs, near["labels"][0], near["scores"][0], strict=True):
         caption = fig.find_element("tag name", "figcaption").text
         assert f"label {label}" in caption
-        assert abs(float(caption.split("overlap ")[1]) / score - 1) < 1e-2, caption  # 3 digits
+        assert abs(float(caption.split("W2 ")[1]) - score) <= 5e-4, caption  # 3 decimals
     for got, img in zip(canvas_pixels(browser, "#encode-neighbours canvas"),
                         as_pixels(near["outputs"][0]), strict=True):
         np.testing.assert_array_equal(got, img[0])

@@ -112,14 +112,15 @@ class Compare(Request):
 
 
 class Neighbors(Request):
-    """The nearest items of the model's reference set to each image's posterior, by overlap of
-    the distributions (default), KL(q_query || q_reference), 2-Wasserstein, or the distance
-    between means; with their labels and images."""
+    """The nearest items of the model's reference set to each image's posterior, by the
+    2-Wasserstein distance between the distributions (default: it finds same-class items best,
+    docs/MODEL_QUALITY.md), their overlap, KL(q_query || q_reference), or the distance between
+    means; with their labels and images."""
     inputs: Any = Field(json_schema_extra=IMAGES)
     k: int = Field(5, ge=1, le=100, strict=True, description="neighbours per item")
     measure: Literal["overlap", "kl", "w2", "euclidean"] = Field(
-        "overlap", description="overlap: Bhattacharyya coefficient (ranked by its distance); "
-        "kl, w2, euclidean: smaller is nearer")
+        "w2", description="w2, kl, euclidean: smaller is nearer; overlap: Bhattacharyya "
+        "coefficient (ranked by its distance)")
     output_format: OutputFormat = "json"
 
 

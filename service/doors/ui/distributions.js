@@ -16,9 +16,10 @@ const Dist = (() => {
     return (await VAE.post("/decode", { z: [src.z], output_format: "json" })).outputs[0].flat(2);
   }
 
-  // The k reference items nearest to one image by posterior overlap, drawn with label and overlap.
+  // The k reference items nearest to one image (the 2-Wasserstein distance between posteriors,
+  // /neighbors' default), drawn with label and distance.
   async function neighbours(x, k = 5) {
-    const r = await VAE.post("/neighbors", { inputs: [x], k, measure: "overlap" });
+    const r = await VAE.post("/neighbors", { inputs: [x], k });
     const box = $("encode-neighbours");
     box.replaceChildren();
     r.indices[0].forEach((index, j) => {
@@ -30,7 +31,7 @@ const Dist = (() => {
       VAE.drawImage(cv, r.outputs[0][j]);
       const cap = document.createElement("figcaption");
       const label = r.labels ? `label ${r.labels[0][j]} · ` : "";
-      cap.textContent = `#${index} · ${label}overlap ${r.scores[0][j].toPrecision(3)}`;
+      cap.textContent = `#${index} · ${label}W2 ${r.scores[0][j].toFixed(3)}`;
       fig.append(cv, cap);
       box.appendChild(fig);
     });
