@@ -25,8 +25,8 @@ export VAE_MODELS ?= $(MODELS)
 export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
-.PHONY: install model model-digits model-mnist data-mnist data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
-	bench-p6 bench-serving bench-models bench-jobs neighbors-quality bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
+.PHONY: install model model-digits model-mnist data-mnist data-fashion model-fashion data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
+	bench-p6 bench-serving bench-models bench-jobs neighbors-quality ood bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
 # PyTorch's CPU build. From PyPI, torch==X is the CUDA build (several GB), so when pip cannot
@@ -87,9 +87,24 @@ data-mnist:
 	else echo "no MNIST: put the IDX files (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz," \
 	  "and train-* for the full set) in $(DATA_DIR)/mnist/, or MNIST_SOURCE=<folder>"; exit 1; fi
 
+# Fashion-MNIST (60,000 + 10,000, IDX) from Debian's package dataset-fashion-mnist
+FASHION_SOURCE ?= /usr/share/datasets/fashion-mnist
+data-fashion:
+	@if ls $(DATA_DIR)/fashion/t10k-images-idx3-ubyte* >/dev/null 2>&1; then :; \
+	elif [ -d "$(FASHION_SOURCE)" ] || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }; then \
+	  mkdir -p $(DATA_DIR) && rm -f $(DATA_DIR)/fashion && \
+	  ln -s "$(FASHION_SOURCE)" $(DATA_DIR)/fashion && echo "$(DATA_DIR)/fashion -> $(FASHION_SOURCE)"; \
+	else echo "no Fashion-MNIST: on Debian/Ubuntu, apt-get install dataset-fashion-mnist (as root);" \
+	  "elsewhere put its IDX files in $(DATA_DIR)/fashion/ or FASHION_SOURCE=<folder>"; exit 1; fi
+
+model-fashion: install data-fashion
+	$(call build_model,fashion,configs/fashion.toml)
+
 # the tests that read MNIST skip (with the reason) when it is absent
 data-if-present:
 	@-$(MAKE) --no-print-directory data-mnist 2>/dev/null | grep -v '^no MNIST' || true
+	@-$(MAKE) --no-print-directory data-fashion 2>/dev/null | grep -v '^no Fashion' || true
 
 # Plain vs perceptual vs adversarial vs both on MNIST-10k (docs/MODEL_QUALITY.md): four
 # trainings of <= 15 min each, one after the other (about an hour), then the table and pictures.
@@ -152,6 +167,12 @@ bench-jobs: install data-mnist
 	  $(MAKE) --no-print-directory model-mnist
 	$(BIN)/python -m benchmarks.jobs --repository $(REPOSITORY) --model mnist \
 	  --mnist $(DATA_DIR)/mnist
+# out-of-distribution detection, MNIST vs Fashion-MNIST both ways (docs/MODEL_QUALITY.md)
+ood: install data-mnist data-fashion
+	@ls $(REPOSITORY)/mnist/*/manifest.json >/dev/null 2>&1 || $(MAKE) --no-print-directory model-mnist
+	@ls $(REPOSITORY)/fashion/*/manifest.json >/dev/null 2>&1 || $(MAKE) --no-print-directory model-fashion
+	$(BIN)/python -m benchmarks.ood --repository $(REPOSITORY) --mnist $(DATA_DIR)/mnist \
+	  --fashion $(DATA_DIR)/fashion
 # /neighbors' measures: leave-one-out 5-NN label agreement per model (docs/MODEL_QUALITY.md)
 neighbors-quality: install
 	$(BIN)/python -m benchmarks.neighbors_quality --repository $(REPOSITORY) --models digits,mnist
@@ -188,6 +209,8 @@ system-deps: image-deps
 	  command -v haproxy >/dev/null && command -v node >/dev/null && command -v npm >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    prometheus chromium chromium-driver haproxy nodejs npm; }
+	@test -d /usr/share/datasets/fashion-mnist || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
 
 # A TypeScript client generated from a running service's /docs.json (openapi-typescript, used
 # through openapi-fetch; docs/API.md): its types in clients/typescript/src/api.d.ts (not

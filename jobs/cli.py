@@ -76,7 +76,10 @@ def parser() -> Parser:
                            help=f"comma-separated, of {', '.join(ENCODE_FIELDS)}")
             s.add_argument("--samples", type=int, default=0, help="z draws per item (column z)")
         if op == "score":
-            s.add_argument("--k", type=int, default=16, help="importance samples per item")
+            s.add_argument("--k", type=int, default=16,
+                           help="draws per item for nll_iwae (and neg_elbo when sampled)")
+            s.add_argument("--estimator", choices=("sigma_points", "sampled"),
+                           default="sigma_points", help="neg_elbo's estimator, as /score's")
     return p
 
 
@@ -97,8 +100,9 @@ def build_spec(a) -> JobSpec:
     return JobSpec(a.op, str(Path(a.repository).resolve()), a.model, version,
                    InputSpec(str(Path(a.input).resolve()), a.key, a.column, a.id_column),
                    str(Path(a.output).resolve()), a.shard_size, a.batch_size, fields,
-                   getattr(a, "samples", 0), getattr(a, "k", 16), a.seed,
-                   a.threads or (1 if a.engine == "ray" else 0))
+                   getattr(a, "samples", 0), getattr(a, "k", 16), getattr(a, "estimator",
+                                                                         "sigma_points"),
+                   a.seed, a.threads or (1 if a.engine == "ray" else 0))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,7 +40,8 @@ class JobSpec:
     batch_size: int = 256
     fields: tuple[str, ...] = ("mu", "sigma")  # encode: which of ENCODE_FIELDS
     samples: int = 0  # encode: z draws per item
-    k: int = 16  # score: importance samples
+    k: int = 16  # score: draws for nll_iwae (and neg_elbo when sampled)
+    estimator: str = "sigma_points"  # score: neg_elbo's estimator, as /score's
     seed: int = 0
     threads: int = 0  # onnxruntime intra-op threads per session (0: every core)
     extra: dict = field(default_factory=dict)
@@ -94,13 +95,22 @@ def compute(rt, spec: JobSpec, batch: Batch) -> dict[str, np.ndarray]:
         return out
     if spec.op == "reconstruct":
         return {"outputs": rt.run_decoder(mu)[0]}
-    eps = _draws(spec.seed, batch.pos, (spec.k, z_dim)).transpose(1, 0, 2)  # [k, n, Z]
-    z = scoring.posterior_samples(mu, logvar, eps)
-    decoded = dict(zip(rt.decoder_outputs, rt.run_decoder(z.reshape(-1, z_dim)), strict=True))
-    neg_elbo, nll = scoring.score_decoded(x, mu, logvar, z, rt.manifest.likelihood, decoded)
+    from service.operations.scores import reference_scores  # /score's, the same estimator
+
+    def estimate(eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = scoring.posterior_samples(mu, logvar, eps)
+        out = dict(zip(rt.decoder_outputs, rt.run_decoder(z.reshape(-1, z_dim)), strict=True))
+        return scoring.score_decoded(x, mu, logvar, z, rt.manifest.likelihood, out)
+
+    neg_elbo, nll = estimate(_draws(spec.seed, batch.pos, (spec.k, z_dim)).transpose(1, 0, 2))
+    if spec.estimator == "sigma_points":
+        neg_elbo, _ = estimate(scoring.sigma_point_eps(z_dim, len(x)))
     out = {"neg_elbo": neg_elbo, "nll_iwae": nll}
-    if rt.reference is not None:
-        out["percentile"] = scoring.percentile(neg_elbo, rt.reference["neg_elbo_sorted"])
+    ref = reference_scores(rt, spec.estimator, spec.k)
+    if ref is None and rt.reference is not None:
+        ref = rt.reference["neg_elbo_sorted"]
+    if ref is not None:
+        out["percentile"] = scoring.percentile(neg_elbo, ref)
     return out
 
 

@@ -60,10 +60,33 @@ def score_decoded(x: np.ndarray, mu: np.ndarray, logvar: np.ndarray, z: np.ndarr
     lpx = log_px(likelihood, xs, out).reshape(k, n)
     z64 = z.astype(np.float64)
     log_w = lpx + _log_normal(z64, 0.0, 0.0) - _log_normal(z64, mu64[None], lv64[None])
-    neg_elbo = kl_closed_form(mu64, lv64) - lpx.mean(axis=0)
+    # -mean(log w) over the same draws: so nll_iwae <= neg_elbo always (Jensen), and with one
+    # draw the two are equal. Over sigma points (sigma_point_eps) it is KL in closed form minus
+    # the points' mean log p(x|z): log p(z) - log q(z) is quadratic in z, which they integrate
+    # exactly.
+    neg_elbo = -log_w.mean(axis=0)
     m = log_w.max(axis=0)
     nll_iwae = -(m + np.log(np.exp(log_w - m).sum(axis=0)) - math.log(k))
     return neg_elbo, nll_iwae
+
+
+ESTIMATORS = ("sigma_points", "sampled")
+
+
+def sigma_point_eps(z_dim: int, n: int) -> np.ndarray:
+    """eps [2Z, n, Z]: +-sqrt(Z) along each latent axis. z = mu + sigma * eps are the unscented
+    transform's points of N(mu, sigma^2) (equal weights): their mean and covariance are the
+    posterior's, so the mean of log p(x|z) over them estimates E_q[log p(x|z)] with no draw at
+    all (exactly when log p(x|z) is quadratic in z). Measured against 1,000 draws it is closer
+    than 16 draws are (docs/MODEL_QUALITY.md), and the same item always gets the same number."""
+    eye = np.sqrt(z_dim) * np.eye(z_dim, dtype=np.float32)
+    pts = np.concatenate([eye, -eye])
+    return np.ascontiguousarray(np.broadcast_to(pts[:, None, :], (2 * z_dim, n, z_dim)))
+
+
+def neg_elbo_rows(estimator: str, k: int, n: int, z_dim: int) -> int:
+    """Decoder rows a score of n items costs: k draws, plus 2Z points for sigma_points."""
+    return n * (k + (2 * z_dim if estimator == "sigma_points" else 0))
 
 
 def percentile(values: np.ndarray, sorted_reference: np.ndarray) -> np.ndarray:

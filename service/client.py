@@ -142,9 +142,12 @@ class _Api:
         return self._post("/reconstruct", body, lambda r: from_field(r["outputs"]))
 
     def score(self, x: np.ndarray, k: int = 1, seed: int | None = None,
-              fpr: float | None = None, model: str | None = None) -> Any:
-        """neg_elbo, nll_iwae, percentile; with fpr also threshold and is_outlier."""
-        body = self._body(model, inputs=to_npy(x), k=k, seed=seed, fpr=fpr)
+              estimator: str | None = None, fpr: float | None = None,
+              flag_by: str | None = None, model: str | None = None) -> Any:
+        """neg_elbo, nll_iwae, percentile, latent_w2; with fpr also threshold and
+        is_outlier."""
+        body = self._body(model, inputs=to_npy(x), k=k, seed=seed, estimator=estimator,
+                          fpr=fpr, flag_by=flag_by)
         return self._post("/score", body, lambda r: {k: None if v is None else np.asarray(v)
                                                      for k, v in r.items()})
 

@@ -106,22 +106,55 @@ def test_v2_sample_takes_labels_and_like(served):
     client.close()
 
 
+def test_the_default_score_does_not_move_with_the_seed(served):
+    """sigma_points (the default): one item, one neg_elbo and percentile, whatever the seed;
+    nll_iwae (k draws) moves, and stays below the sampled neg_elbo of the same draws."""
+    _, http, ref = served
+    x = ref["x"][:40].tolist()
+    runs = [http.post("/score", json={"inputs": x, "seed": s}).json() for s in range(4)]
+    for run in runs[1:]:
+        assert run["percentile"] == runs[0]["percentile"]
+        assert run["neg_elbo"] == runs[0]["neg_elbo"]
+    assert runs[1]["nll_iwae"] != runs[0]["nll_iwae"]
+    same = http.post("/score", json={"inputs": x, "seed": 1, "estimator": "sampled"}).json()
+    assert all(i <= e + 1e-9 for i, e in zip(same["nll_iwae"], same["neg_elbo"], strict=True))
+
+
 def test_fpr_gives_a_calibrated_threshold(served):
     _, http, ref = served
     x = ref["x"][:50].tolist()
     got = http.post("/score", json={"inputs": x, "k": 4, "seed": 9, "fpr": 0.1}).json()
     assert len(got["is_outlier"]) == 50
     assert got["is_outlier"] == [e > got["threshold"] for e in got["neg_elbo"]]
-    # the threshold is the 0.9 quantile of the reference items' neg_elbo with the same k and
-    # draws from seed 0: what /score answers for those items, all at once, with seed 0
+    # the threshold is the 0.9 quantile of the reference items' neg_elbo under the same
+    # estimator: what /score answers for those items (sigma points: no draw involved)
     every = http.post("/score", json={"inputs": ref["x"].tolist(), "k": 4, "seed": 0,
                                       "fpr": 0.1}).json()
     assert every["threshold"] == pytest.approx(np.quantile(every["neg_elbo"], 0.9), rel=1e-9)
     assert every["threshold"] == got["threshold"]  # one version and k: one threshold
     assert np.mean(every["is_outlier"]) == pytest.approx(0.1, abs=1 / len(ref["x"]) + 1e-9)
-    other_k = http.post("/score", json={"inputs": x, "k": 2, "fpr": 0.1}).json()
-    assert other_k["threshold"] != got["threshold"]  # each k its own estimator
+    other = http.post("/score", json={"inputs": x, "k": 2, "estimator": "sampled",
+                                      "fpr": 0.1}).json()
+    assert other["threshold"] != got["threshold"]  # each estimator its own threshold
     r = http.post("/score", json={"inputs": x[:1], "fpr": 1.0})
     assert r.status_code == 400 and "fpr" in r.json()["error"]
     r = http.post("/score", json={"inputs": x[:1], "fpr": 0.1, "model": "noref"})
     assert r.status_code == 404 and "fpr: version 1 has no stored reference" in r.json()["error"]
+
+
+def test_flags_by_latent_distance(served):
+    """flag_by latent_w2: the threshold is the 1 - fpr quantile of the reference items'
+    distances to their nearest other reference posterior (leave one out)."""
+    from service.runtime import neighbors
+
+    _, http, ref = served
+    x = ref["x"][:30].tolist()
+    got = http.post("/score", json={"inputs": x, "fpr": 0.05, "flag_by": "latent_w2"}).json()
+    d = neighbors.distances(ref["mu"], ref["logvar"], ref["mu"], ref["logvar"], "w2")
+    np.fill_diagonal(d, np.inf)
+    assert got["threshold"] == pytest.approx(np.quantile(d.min(1), 0.95), rel=1e-9)
+    assert got["is_outlier"] == [w > got["threshold"] for w in got["latent_w2"]]
+    assert max(got["latent_w2"]) < 1e-2  # the reference items themselves: distance ~0
+    far = http.post("/score", json={"inputs": [[0.0] * 32 + [1.0] * 32], "fpr": 0.05,
+                                     "flag_by": "latent_w2"}).json()
+    assert far["latent_w2"][0] > 0

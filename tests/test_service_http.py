@@ -264,18 +264,27 @@ def test_score_matches_an_independent_torch_computation(client, digits, trained)
 
     from training.model import kl_divergence, load_checkpoint
 
-    out = post(client, "/score", {"inputs": digits.tolist(), "k": 1, "seed": 9})
+    out = post(client, "/score", {"inputs": digits.tolist(), "k": 1, "seed": 9,
+                                  "estimator": "sampled"})
     neg_elbo = np.array(out["neg_elbo"])
     vae, _ = load_checkpoint(trained["checkpoint"])
     eps = np.random.default_rng(9).standard_normal((1, 5, Z)).astype(np.float32)[0]
     with torch.no_grad():
         x = torch.from_numpy(digits)
         mu, logvar = vae.encode(x)
-        z = mu + torch.exp(0.5 * logvar) * torch.from_numpy(eps)
-        want = vae.recon_nll(vae.decode_logits(z), x) + kl_divergence(mu, logvar)
+        e = torch.from_numpy(eps)
+        z = mu + torch.exp(0.5 * logvar) * e
+        # sampled: -(log p(x|z) + log p(z) - log q(z|x)) at the draws (docs/API.md)
+        log_q_over_p = 0.5 * (z**2 - e**2 - logvar).sum(1)
+        want = vae.recon_nll(vae.decode_logits(z), x) + log_q_over_p
+        sp = kl_divergence(mu, logvar)  # the default (sigma points): closed-form KL ...
     np.testing.assert_allclose(neg_elbo, want.numpy(), rtol=1e-4)
+    assert np.all(np.array(out["nll_iwae"]) == neg_elbo)  # one draw: the same number
     assert all(0.0 <= p <= 100.0 for p in out["percentile"])
-    assert post(client, "/score", {"inputs": digits.tolist(), "k": 1, "seed": 9}) == out
+    assert post(client, "/score", {"inputs": digits.tolist(), "k": 1, "seed": 9,
+                                   "estimator": "sampled"}) == out
+    default = post(client, "/score", {"inputs": digits.tolist()})
+    assert np.all(np.array(default["neg_elbo"]) > sp.numpy())  # ... plus -E log p(x|z) > 0
 
 
 def test_iwae_tightens_with_k(client, digits):

@@ -19,11 +19,12 @@ from modelrepo.cli import Parser, usage_error
 
 # field -> (meaning, choices or None)
 HELP: dict[str, tuple[str, tuple[str, ...] | None]] = {
-    "data": ("the training data: scikit-learn's embedded 8x8 digits, MNIST IDX files, an "
-             ".npy/.npz array file, or a folder of images (subfolders name the labels)",
-             ("digits", "mnist", "npy", "images")),
-    "data_path": ("where --data lives (mnist: the IDX folder, default $VAE_DATA_DIR/mnist, "
-                  "i.e. data/mnist; npy: the file; images: the folder)", None),
+    "data": ("the training data: scikit-learn's embedded 8x8 digits, MNIST or Fashion-MNIST "
+             "IDX files, an .npy/.npz array file, or a folder of images (subfolders name the "
+             "labels)", ("digits", "mnist", "fashion", "npy", "images")),
+    "data_path": ("where --data lives (mnist, fashion: the IDX folder, default "
+                  "$VAE_DATA_DIR/<name>, i.e. data/<name>; npy: the file; images: the folder)",
+                  None),
     "arch": ("encoder/decoder networks: fully connected or convolutional", ("mlp", "conv")),
     "latent_dim": ("latent units (size of z)", None),
     "hidden": ("mlp: hidden layer widths, comma-separated", None),

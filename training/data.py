@@ -143,12 +143,13 @@ def load_digits_data(heldout_fraction: float = 0.2, split_seed: int = 0) -> Data
     return Dataset("digits", x, labels, *_split(len(x), heldout_fraction, split_seed))
 
 
-def load_mnist_data(folder: str | Path, heldout: int = 2000) -> Dataset:
-    """Train files when present (60k train, 10k test held out); else t10k split 8,000 / 2,000."""
+def load_mnist_data(folder: str | Path, heldout: int = 2000, name: str = "mnist") -> Dataset:
+    """Train files when present (60k train, 10k test held out); else t10k split 8,000 / 2,000.
+    Fashion-MNIST ships the same files (name="fashion")."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"MNIST folder {folder} does not exist (`make data-mnist` puts "
-                                f"the IDX files there, or give the folder)")
+        raise FileNotFoundError(f"{name} folder {folder} does not exist (`make data-{name}` "
+                                f"puts the IDX files there, or give the folder)")
 
     def find(stem: str) -> Path | None:
         for name in (f"{stem}.gz", stem):
@@ -169,18 +170,18 @@ def load_mnist_data(folder: str | Path, heldout: int = 2000) -> Dataset:
         n_train = len(imgs) - heldout
     x = (imgs.astype(np.float32) / 255.0)[:, None, :, :]
     idx = np.arange(len(x))
-    return Dataset("mnist", x, labels.astype(np.int64), idx[:n_train], idx[n_train:])
+    return Dataset(name, x, labels.astype(np.int64), idx[:n_train], idx[n_train:])
 
 
 def load_dataset(name: str, path: str | None = None) -> Dataset:
     if name == "digits":
         return load_digits_data()
-    if name == "mnist":
-        return load_mnist_data(path or default_data_path("mnist"))
+    if name in ("mnist", "fashion"):  # Fashion-MNIST: the same IDX files, 60,000 + 10,000
+        return load_mnist_data(path or default_data_path(name), name=name)
     if name in ("npy", "images") and not path:
         raise ValueError(f"--data {name} needs --data-path")
     if name == "npy":
         return load_array_data(path)
     if name == "images":
         return load_image_folder(path)
-    raise ValueError(f"unknown dataset {name!r} (digits, mnist, npy or images)")
+    raise ValueError(f"unknown dataset {name!r} (digits, mnist, fashion, npy or images)")

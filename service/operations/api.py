@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from modelrepo import scoring
 from service.config import Settings
 from service.errors import BadInput, LimitExceeded, NotReady, VersionNotFound
-from service.operations import calibration, sampling
+from service.operations import sampling, scores
 from service.operations.requests import (
     Compare,
     Decode,
@@ -151,21 +151,7 @@ class Operations:
         _limit("k", r.k, self.settings.max_k)
         rt = self.runtime(r.version, r.model)
         x = self.images(rt, r.inputs, "inputs")
-        rows, limit = r.k * len(x), self.settings.max_score_rows
-        if rows > limit:
-            raise LimitExceeded(f"k: {r.k} samples x {len(x)} items = {rows} decoded rows "
-                                f"exceed the limit of {limit} per request "
-                                "(VAE_MAX_SCORE_ROWS)")
-        mu, logvar, _ = await rt.aencode(x)
-        eps = latent.draw_eps(r.seed, (r.k, len(x), rt.latent_dim))
-        z = scoring.posterior_samples(mu, logvar, eps)
-        out = await rt.adecode_all(z.reshape(-1, rt.latent_dim))
-        neg_elbo, nll = scoring.score_decoded(x, mu, logvar, z, rt.manifest.likelihood, out)
-        ref = rt.reference
-        pct = None if ref is None else scoring.percentile(neg_elbo, ref["neg_elbo_sorted"])
-        extra = {} if r.fpr is None else await calibration.flags(rt, r.k, r.fpr, neg_elbo)
-        return Result({"neg_elbo": neg_elbo, "nll_iwae": nll, "percentile": pct, **extra},
-                      rt, len(x))
+        return Result(await scores.score(rt, x, r, self.settings.max_score_rows), rt, len(x))
 
     async def compare(self, r: Compare) -> Result:
         rt = self.runtime(r.version, r.model)

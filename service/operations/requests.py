@@ -94,13 +94,21 @@ class Reconstruct(Request):
 
 class Score(Request):
     """-ELBO and the importance-weighted NLL bound (nats per item), and the held-out
-    percentile of -ELBO."""
+    percentile of -ELBO; with fpr, outlier flags at that false-alarm rate."""
     inputs: Any = Field(json_schema_extra=IMAGES)
-    k: int = Field(1, ge=1, strict=True, description="importance samples")
+    k: int = Field(1, ge=1, strict=True, description="draws of z for nll_iwae (and for "
+                                                      "neg_elbo when estimator is sampled)")
     seed: Seed = None
+    estimator: Literal["sigma_points", "sampled"] = Field(
+        "sigma_points", description="neg_elbo's: sigma_points (deterministic: the same item, "
+        "the same score) or sampled (the mean over the k draws)")
     fpr: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False, description=(
         "false-positive rate: adds threshold (the 1 - fpr quantile of the reference items' "
-        "neg_elbo with this k) and is_outlier (neg_elbo > threshold)"))
+        "neg_elbo, same estimator) and is_outlier (neg_elbo > threshold)"))
+    flag_by: Literal["neg_elbo", "latent_w2"] = Field(
+        "neg_elbo", description="with fpr, the score flagged: neg_elbo, or latent_w2 (the "
+        "distance to the nearest reference posterior: it detects other data sets, where "
+        "likelihood fails; docs/MODEL_QUALITY.md)")
 
 
 class Compare(Request):

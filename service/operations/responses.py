@@ -79,9 +79,14 @@ class ScoreResponse(_Answer):
     percentile: Floats1 | None = Field(description="[N] where each neg_elbo falls among the "
                                                    "held-out set's, 0-100; null without a "
                                                    "reference set")
-    threshold: float | None = Field(None, description="with fpr: the neg_elbo above which an "
-                                                      "item is flagged")
-    is_outlier: list[bool] | None = Field(None, description="with fpr: [N] neg_elbo > "
+    latent_w2: Floats1 | None = Field(None, description="[N] 2-Wasserstein distance from the "
+                                                       "item's posterior to the nearest "
+                                                       "reference one; absent without "
+                                                       "reference posteriors")
+    threshold: float | None = Field(None, description="with fpr: the value of the flagged "
+                                                      "score (flag_by) above which an item is "
+                                                      "flagged")
+    is_outlier: list[bool] | None = Field(None, description="with fpr: [N] score > "
                                                             "threshold")
 
 
