@@ -25,7 +25,7 @@ export VAE_MODELS ?= $(MODELS)
 export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
-.PHONY: install model model-digits model-mnist data-mnist data-fashion model-fashion data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
+.PHONY: install model model-digits model-mnist data-mnist data-fashion model-fashion fashion-baseline data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
 	bench-p6 bench-serving bench-models bench-jobs neighbors-quality ood bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
@@ -100,6 +100,13 @@ data-fashion:
 
 model-fashion: install data-fashion
 	$(call build_model,fashion,configs/fashion.toml)
+
+# pytorch/examples' MLP VAE on Fashion-MNIST for about the conv model's wall time, beside it
+# (docs/MODEL_QUALITY.md); reuses the conv run's feature network for the figures
+fashion-baseline: install data-fashion
+	@test -f runs/fashion/features.pt || $(MAKE) --no-print-directory model-fashion
+	$(BIN)/vae-train --config configs/fashion_mlp.toml --feature-net runs/fashion/features.pt \
+	  --out runs/fashion_mlp/checkpoint.pt
 
 # the tests that read MNIST skip (with the reason) when it is absent
 data-if-present:
