@@ -98,9 +98,9 @@ def compute(rt, spec: JobSpec, batch: Batch) -> dict[str, np.ndarray]:
     from service.operations.scores import reference_scores  # /score's, the same estimator
 
     def estimate(eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z = scoring.posterior_samples(mu, logvar, eps)
-        out = dict(zip(rt.decoder_outputs, rt.run_decoder(z.reshape(-1, z_dim)), strict=True))
-        return scoring.score_decoded(x, mu, logvar, z, rt.manifest.likelihood, out)
+        return scoring.score(x, mu, logvar, eps, rt.manifest.likelihood,
+                             lambda z: dict(zip(rt.decoder_outputs, rt.run_decoder(z),
+                                                strict=True)))
 
     neg_elbo, nll = estimate(_draws(spec.seed, batch.pos, (spec.k, z_dim)).transpose(1, 0, 2))
     if spec.estimator == "sigma_points":

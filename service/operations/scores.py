@@ -27,11 +27,6 @@ from service.runtime import latent, neighbors
 ROWS_PER_RUN = 4096  # decoder rows per session run while scoring the reference items
 
 
-def _estimate(x, mu, logvar, eps, likelihood, decode) -> tuple[np.ndarray, np.ndarray]:
-    z = scoring.posterior_samples(mu, logvar, eps)
-    return scoring.score_decoded(x, mu, logvar, z, likelihood, decode(z.reshape(-1, z.shape[-1])))
-
-
 def reference_scores(rt: Any, estimator: str, k: int) -> np.ndarray | None:
     """neg_elbo of every stored reference item under the estimator (sorted), cached on the
     version; None when the version stores no items. Synchronous: straight on the sessions."""
@@ -54,7 +49,7 @@ def reference_scores(rt: Any, estimator: str, k: int) -> np.ndarray | None:
         mu, logvar, _ = rt.encode_batch(xb)
         eps = scoring.sigma_point_eps(z_dim, len(xb)) if eps_all is None else \
             eps_all[:, i:i + step]
-        out.append(_estimate(xb, mu, logvar, eps, rt.manifest.likelihood, decode)[0])
+        out.append(scoring.score(xb, mu, logvar, eps, rt.manifest.likelihood, decode)[0])
     cache[key] = np.sort(np.concatenate(out))
     return cache[key]
 
