@@ -26,7 +26,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist data-mnist data-fashion model-fashion fashion-baseline data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
-	bench-p6 bench-serving bench-models bench-jobs neighbors-quality ood bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
+	bench-p6 bench-serving bench-models bench-jobs neighbors-quality ood sampling-quality bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
 # PyTorch's CPU build. From PyPI, torch==X is the CUDA build (several GB), so when pip cannot
@@ -181,6 +181,11 @@ ood: install data-mnist data-fashion
 	$(BIN)/python -m benchmarks.ood --repository $(REPOSITORY) --mnist $(DATA_DIR)/mnist \
 	  --fashion $(DATA_DIR)/fashion
 # /neighbors' measures: leave-one-out 5-NN label agreement per model (docs/MODEL_QUALITY.md)
+sampling-quality: install data-mnist data-fashion
+	@ls $(REPOSITORY)/mnist/*/manifest.json >/dev/null 2>&1 || $(MAKE) --no-print-directory model-mnist
+	@ls $(REPOSITORY)/fashion/*/manifest.json >/dev/null 2>&1 || $(MAKE) --no-print-directory model-fashion
+	$(BIN)/python -m benchmarks.sampling_quality --repository $(REPOSITORY) \
+	  --mnist $(DATA_DIR)/mnist --fashion $(DATA_DIR)/fashion
 neighbors-quality: install
 	$(BIN)/python -m benchmarks.neighbors_quality --repository $(REPOSITORY) --models digits,mnist
 bench-deps: install $(TRITON_VENV)/bin/python

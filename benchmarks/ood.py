@@ -63,12 +63,33 @@ def scores(rt, x: np.ndarray, k: int) -> tuple[dict[str, np.ndarray], dict[str, 
     return out, costs
 
 
+def histograms(model: str, other: str, s_in: dict, s_out: dict, out: Path) -> None:
+    """One panel per score: the in-distribution items' values against the other set's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    for ax, f in zip(axes, ("neg_elbo", "nll_iwae", "complexity", "latent W2"), strict=True):
+        lo, hi = np.percentile(np.r_[s_in[f], s_out[f]], [0.5, 99.5])
+        bins = np.linspace(lo, hi, 50)
+        ax.hist(s_in[f], bins, alpha=0.6, label=f"{model} (in)")
+        ax.hist(s_out[f], bins, alpha=0.6, label=f"{other} (out)")
+        ax.set_title(f"{model} model: {f}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=72)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repository", default="models")
     p.add_argument("--mnist", default="data/mnist")
     p.add_argument("--fashion", default="data/fashion")
     p.add_argument("--k", type=int, default=16)
+    p.add_argument("--images", default="docs/images")
     a = p.parse_args(argv)
     data = {}
     for name, folder in (("mnist", a.mnist), ("fashion", a.fashion)):
@@ -91,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             auc = roc_auc_score(y, np.r_[s_in[f], s_out[f]])
             cells.append(f"{auc:.3f} ({1e3 * costs[f]:.2f} ms)")
         print(f"| {model}/{version}: {model} vs {other} | " + " | ".join(cells) + " |")
+        histograms(model, other, s_in, s_out, Path(a.images) / f"ood_{model}.png")
 
 
 if __name__ == "__main__":
