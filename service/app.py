@@ -26,10 +26,12 @@ from modelrepo.repository import ModelRepositoryError
 from service.config import bentoml_config, load_settings
 from service.doors import front_door, v2_grpc
 from service.doors.page import make_ui_app
+from service.errors import KINDS
 from service.lifecycle.auth import BearerAuth
 from service.lifecycle.drain import Drain
-from service.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, flush_metrics
-from service.operations.api import Operations
+from service.metrics import MODEL_INFO, MODEL_LOAD_SECONDS, flush_metrics, init_series
+from service.operations import v2
+from service.operations.api import OPERATIONS, Operations
 from service.runtime.engine import ModelRuntime
 from service.runtime.registry import ModelRegistry
 
@@ -62,6 +64,9 @@ def _model_info(rt: ModelRuntime, value: int) -> None:
                       rt.provider).set(value)
     if value:
         MODEL_LOAD_SECONDS.labels(m.name, str(m.version)).set(rt.load_seconds)
+        v2_infer = [f"/v2/models/{op}/infer" for op in v2.MODELS]
+        init_series(m.name, {"http": [*OPERATIONS, *v2_infer], "grpc": v2_infer},
+                    sorted({k.reason for k in KINDS.values()}))
 
 
 @bentoml.asgi_app(make_ui_app(), path="/ui")

@@ -48,6 +48,21 @@ MODEL_LOAD_SECONDS = Gauge("vae_model_load_seconds", "Time to load, verify and w
                            ["name", "version"], multiprocess_mode="max")
 ERRORS = Counter("vae_errors", "Error answers by endpoint, reason, protocol and model",
                  ["endpoint", "reason", "protocol", "model"])
+# Health, readiness and scrape calls: counted here only, never as API traffic, so a draining
+# replica's /readyz 503s are not errors, probes do not dilute the error ratios and a scrape
+# does not count itself in flight (docs/API.md, "Metrics")
+PROBES = Counter("vae_probes", "Health, readiness and /metrics answers (not API requests), by "
+                 "endpoint, status and protocol", ["endpoint", "status", "protocol"])
+PROBE_ENDPOINTS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live",
+                             "/v2/health/ready"})
+
+
+def is_probe(endpoint: str) -> bool:
+    """A health, readiness or scrape endpoint (V2's per-model /ready included)."""
+    return endpoint in PROBE_ENDPOINTS or (endpoint.startswith("/v2/models/")
+                                           and endpoint.endswith("/ready"))
+
+
 # One batcher per model, version and graph: these are by model and graph
 BATCH_ROWS = Histogram("vae_batch_rows", "Rows in one onnxruntime run, by model and graph",
                        ["model", "graph"],
@@ -218,6 +233,14 @@ class _Series:
 
 
 _SERIES: dict[tuple[str, str, str], _Series] = {}
+_PROBES: dict[tuple[str, object, str], LazyCounter] = {}
+
+
+def count_probe(endpoint: str, status: object, protocol: str) -> None:
+    key = (endpoint, status, protocol)
+    if key not in _PROBES:
+        _PROBES[key] = LazyCounter(PROBES.labels(endpoint, str(status), protocol))
+    _PROBES[key].inc()
 
 
 def series(endpoint: str, protocol: str = "http", model: str = "") -> _Series:
@@ -227,6 +250,19 @@ def series(endpoint: str, protocol: str = "http", model: str = "") -> _Series:
     if key not in _SERIES:  # (gRPC threads may race here: setdefault keeps one)
         return _SERIES.setdefault(key, _Series(endpoint, protocol, model))
     return _SERIES[key]
+
+
+def init_series(model: str, endpoints: dict[str, list[str]], reasons: list[str]) -> None:
+    """Zero series for a served model: every error reason and the success status of every API
+    endpoint, per protocol ({protocol: endpoints}). A labelled series otherwise appears on first
+    use, and rate()/increase() cannot see the step from nothing to its first count, so the
+    first errors of a kind would never reach an alert."""
+    for protocol, names in endpoints.items():
+        ok = "200" if protocol == "http" else "OK"
+        for endpoint in names:
+            REQUESTS.labels(endpoint, ok, protocol, model)
+            for reason in reasons:
+                ERRORS.labels(endpoint, reason, protocol, model)
 
 
 def forget_model(model: str) -> None:

@@ -111,8 +111,23 @@ def test_the_rayjob_runs_a_valid_job_in_valid_pods(tmp_path):
 def test_alert_rules_pass_promtool():
     r = _run(["promtool", "check", "rules", str(ROOT / "deploy" / "alerts.yml")])
     assert r.returncode == 0, r.stdout + r.stderr
+    # the config as shipped, from a checkout (its rule path is relative to the file)
+    r = _run(["promtool", "check", "config", str(ROOT / "deploy" / "prometheus.yml")])
+    assert r.returncode == 0, r.stdout + r.stderr
     dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
     assert all("vae_" in t["expr"] for p in dashboard["panels"] for t in p["targets"])
+
+
+def test_every_alert_has_firing_and_quiet_unit_tests():
+    """promtool's unit tests of the rules pass, and each alert is tested both ways."""
+    r = _run(["promtool", "test", "rules", str(ROOT / "deploy" / "alerts.test.yml")])
+    assert r.returncode == 0, r.stdout + r.stderr
+    rules = yaml.safe_load((ROOT / "deploy" / "alerts.yml").read_text())
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    tests = yaml.safe_load((ROOT / "deploy" / "alerts.test.yml").read_text())["tests"]
+    cases = [c for t in tests for c in t["alert_rule_test"]]
+    assert names == {c["alertname"] for c in cases if c["exp_alerts"]}
+    assert names == {c["alertname"] for c in cases if not c["exp_alerts"]}
 
 
 def test_bento_requirements_match_the_constraints():
@@ -155,6 +170,14 @@ def _query(prom: str, expr: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+def _results(prom: str, expr: str) -> list:
+    try:
+        return httpx.get(prom + "/api/v1/query", params={"query": expr},
+                         timeout=5).json()["data"]["result"]
+    except (httpx.HTTPError, KeyError, ValueError):
+        return []
+
+
 def test_prometheus_scrapes_the_running_service(trained, tmp_path):
     import tritonclient.grpc as tg
 
@@ -194,6 +217,14 @@ def test_prometheus_scrapes_the_running_service(trained, tmp_path):
                     break
                 time.sleep(0.5)
             assert seen == want
+            # every query of the dashboard answers with data from the live service
+            dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+            exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+            empty = exprs
+            while empty and time.monotonic() < deadline + 30:
+                empty = [e for e in empty if not _results(url, e)]
+                time.sleep(0.5)
+            assert not empty, empty
         finally:
             prom.terminate()
             prom.wait(timeout=20)

@@ -76,6 +76,7 @@ def draining(trained):
         t = threading.Thread(target=load)
         t.start()
         time.sleep(0.3)
+        seen["metrics_before"] = _counters(url)
         t0 = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
@@ -83,6 +84,9 @@ def draining(trained):
         seen["livez"] = httpx.get(url + "/livez", timeout=5).status_code
         seen["v2_ready"] = httpx.get(url + "/v2/health/ready", timeout=5).status_code
         seen["grpc_health"] = _grpc_health(srv.grpc_url)
+        for _ in range(5):  # a balancer's health checks, several times over
+            httpx.get(url + "/readyz", timeout=5)
+        seen["metrics_draining"] = _counters(url)
         time.sleep(1.5)  # still inside the 3 s drain
         seen["late"] = httpx.post(url + "/sample", json={"n": 1}, timeout=10).status_code
         seen["code"] = srv.proc.wait(timeout=30)
@@ -91,6 +95,32 @@ def draining(trained):
         t.join()
     seen["before"] = before
     return seen
+
+
+def _counters(url: str) -> dict[tuple, float]:
+    """Every vae_ counter sample of /metrics: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) if fam.type == "counter"
+            for s in fam.samples if s.name.endswith("_total")}
+
+
+def test_draining_moves_no_error_counter(draining):
+    """/readyz's 503s while draining are probes' answers, not API errors: no vae_errors_total
+    series and no non-2xx vae_requests_total series moves; vae_probes_total counts them."""
+    before, during = draining["metrics_before"], draining["metrics_draining"]
+    moved = {k: during[k] - before.get(k, 0.0) for k in during
+             if during[k] != before.get(k, 0.0)}
+    errors = {k: v for k, v in moved.items() if k[0] == "vae_errors_total" or (
+        k[0] == "vae_requests_total" and not dict(k[1])["status"].startswith("2"))}
+    assert not errors, errors
+    probes = {dict(k[1])["endpoint"]: v for k, v in moved.items()
+              if k[0] == "vae_probes_total" and dict(k[1])["status"] == "503"}
+    assert probes.get("/readyz", 0) >= 6 and probes.get("/v2/health/ready", 0) >= 1, moved
+    assert not any(dict(k[1])["endpoint"] in ("/readyz", "/livez", "/metrics")
+                   for k in during if k[0] == "vae_requests_total"), "probes counted as API"
 
 
 def test_not_ready_at_once_but_live_and_serving(draining):

@@ -474,3 +474,26 @@ def test_a_mistyped_route_gets_the_operation_it_resembles(client):
     assert r.status_code == 404
     assert r.json()["error"] == "POST /encdoe: Not Found; did you mean /encode?"
     assert "did you mean" not in client.post("/nothing-like-it", json={}).json()["error"]
+
+
+def test_error_series_exist_before_the_first_error(client):
+    """Every error reason of every API endpoint is there at 0 from the start (both protocols):
+    a series born with its first count would hide that count from rate()/increase()."""
+    client.get("/metrics")  # (a scrape is counted after it answers)
+    text = client.get("/metrics").text
+    for endpoint, protocol in (("/interpolate", "http"), ("/v2/models/sample/infer", "grpc")):
+        for reason in ("method", "internal", "timeout", "overload"):
+            labels = f'endpoint="{endpoint}",model="digits",protocol="{protocol}",reason="{reason}"'
+            assert re.search(rf"^vae_errors_total\{{{re.escape(labels)}\}} ", text, re.M), labels
+    before = _metric(text, "vae_errors_total", 'endpoint="/interpolate",model="digits",'
+                     'protocol="http",reason="method"')
+    for _ in range(3):
+        assert client.get("/interpolate").status_code == 405
+    after = _metric(client.get("/metrics").text, "vae_errors_total",
+                    'endpoint="/interpolate",model="digits",protocol="http",reason="method"')
+    assert after - before == 3
+    # probes are not API traffic: their own counter, never vae_requests_total or in flight
+    assert not re.search(r'^vae_requests(_total|_in_flight)\{endpoint="/(metrics|readyz|livez)"',
+                         text, re.M)
+    assert re.search(r'^vae_probes_total\{endpoint="/metrics",protocol="http",status="200"\} ',
+                     text, re.M)

@@ -130,8 +130,8 @@ class FrontDoor:
         rid = request_id(headers.get(b"x-request-id"))
         op = OPERATIONS.get(path)
         endpoint = path if op is not None or path in LABELLED else v2_endpoint(path) or "other"
-        svc = self.svc  # model calls start labelled with the default model (Call.relabel)
-        model = svc.registry.default_name or "" if svc is not None and (
+        svc = self.svc = self.svc or self.instance()  # model calls start labelled with the
+        model = svc.registry.default_name or "" if svc is not None and (  # default model
             op is not None or path.startswith("/v2/models/")) else ""
         call = Call(endpoint, "http", rid, method, path, self.access_log, model)
         status, kind = 499, None  # 499: the client left before an answer was started

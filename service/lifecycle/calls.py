@@ -17,7 +17,7 @@ import time
 from service.errors import KIND_OF_GRPC, KINDS, ApiError, kind_of_status
 from service.lifecycle.accesslog import ACCESS_LOG
 from service.lifecycle.admission import ADMISSION
-from service.metrics import series
+from service.metrics import count_probe, is_probe, series
 from service.operations.v2 import MODELS
 
 # Generated request IDs: 32 hex digits, a random half per process and a counter (unique
@@ -53,7 +53,7 @@ def v2_endpoint(path: str) -> str | None:
 
 class Call:
     __slots__ = ("endpoint", "protocol", "rid", "method", "path", "t0", "series", "admitted",
-                 "log", "model")
+                 "log", "model", "probe")
 
     def __init__(self, endpoint: str, protocol: str, rid: str, method: str, path: str,
                  access_log: bool, model: str = ""):
@@ -63,13 +63,16 @@ class Call:
         self.method, self.path, self.log = method, path, access_log
         self.t0 = time.perf_counter()
         self.model = model
-        self.series = series(endpoint, protocol, model)
-        self.series.in_flight.inc()
         self.admitted = False
+        # health, readiness and scrapes: vae_probes_total only (metrics.PROBES says why)
+        self.probe = is_probe(endpoint)
+        if not self.probe:
+            self.series = series(endpoint, protocol, model)
+            self.series.in_flight.inc()
 
     def relabel(self, model: str) -> None:
         """The served model this call is about, once resolved (its `model` metrics label)."""
-        if model != self.model:
+        if model != self.model and not self.probe:
             self.series.in_flight.dec()
             self.model = model
             self.series = series(self.endpoint, self.protocol, model)
@@ -82,7 +85,7 @@ class Call:
         self.admitted = True
 
     def count_items(self, n: int) -> None:
-        if n:
+        if n and not self.probe:
             self.series.items.inc(n)
 
     def finish(self, status: int | str, kind: str | None = None, peer: str | None = None) -> None:
@@ -91,6 +94,10 @@ class Call:
         if self.admitted:
             ADMISSION.leave()
         elapsed = time.perf_counter() - self.t0
+        if self.probe:
+            count_probe(self.endpoint, status, self.protocol)
+            self._log(status, elapsed, peer)
+            return
         s = self.series
         s.in_flight.dec()
         s.requests(status).inc()
@@ -100,6 +107,9 @@ class Call:
                 (kind_of_status(status) if status >= 400 else "")
         if kind:
             s.errors(KINDS[kind].reason).inc()
+        self._log(status, elapsed, peer)
+
+    def _log(self, status: int | str, elapsed: float, peer: str | None) -> None:
         if self.log:
             line = {"ts": time.time(), "request_id": self.rid, "method": self.method,
                     "path": self.path, "status": status, "ms": round(1000 * elapsed, 3)}
