@@ -26,10 +26,13 @@ class Cluster:
     """Replicas r1 and r2 (fixed loopback ports) and the balancer in front of them."""
 
     def __init__(self, repository: Path, model: str, work: Path, drain_s: float = 2.0,
-                 poll_s: float = 1.0, models: str = ""):
-        """models: VAE_MODELS of the replicas (e.g. `*`), `model` then being the default."""
+                 poll_s: float = 1.0, models: str = "", replica_env: dict | None = None,
+                 lb_env: dict | None = None):
+        """models: VAE_MODELS of the replicas (e.g. `*`), `model` then being the default;
+        replica_env, lb_env: more environment for the replicas and for HAProxy."""
         self.repository, self.model, self.work = Path(repository), model, Path(work)
         self.models = models
+        self.replica_env, self.lb_env = replica_env or {}, lb_env or {}
         self.drain_s, self.poll_s = drain_s, poll_s
         self.ports = [(free_port(), free_port()) for _ in range(2)]
         self.replicas: list[Proc | None] = [None, None]
@@ -51,7 +54,7 @@ class Cluster:
                "VAE_REPOSITORY_POLL_S": str(self.poll_s), "VAE_WORKERS": str(workers)}
         if self.models:
             env |= {"VAE_MODELS": self.models, "VAE_DEFAULT_MODEL": self.model}
-        proc = start_service(env, self.work, port=http)
+        proc = start_service(env | self.replica_env, self.work, port=http)
         try:
             proc.wait_ready()
         except BaseException:
@@ -96,8 +99,8 @@ class Cluster:
             self.start_replica(i)
         self.lb = subprocess.Popen(
             [HAPROXY, "-db", "-f", str(ROOT / "deploy/haproxy/haproxy.cfg")],
-            env={**os.environ, **self.env()}, stdout=open(self.work / "haproxy.log", "ab"),
-            stderr=subprocess.STDOUT)
+            env={**os.environ, **self.env(), **self.lb_env},
+            stdout=open(self.work / "haproxy.log", "ab"), stderr=subprocess.STDOUT)
         self.wait_both_up()
         return self
 
