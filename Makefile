@@ -26,7 +26,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist data-mnist data-fashion model-fashion fashion-baseline data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
-	bench-p6 bench-serving bench-models bench-jobs neighbors-quality ood sampling-quality bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
+	bench-p6 bench-serving bench-models bench-jobs neighbors-quality ood sampling-quality image-push model-archive bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
 # PyTorch's CPU build. From PyPI, torch==X is the CUDA build (several GB), so when pip cannot
@@ -247,8 +247,24 @@ image-deps:
 	  printf '[storage]\ndriver = "vfs"\nrunroot = "/run/containers/storage"\ngraphroot = "/var/lib/containers/storage"\n' \
 	    > /etc/containers/storage.conf
 
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image: image-deps
 	deploy/image/build.sh runtime $(IMAGE)
+	buildah tag $(IMAGE) localhost/vae-serving:$(VERSION)
+
+# Push the image to REGISTRY (e.g. registry.example.com/team) and print the reference by
+# digest to deploy (deploy/k8s/deployment.yaml names vae-serving:$(VERSION))
+image-push: image-deps
+	@test -n "$(REGISTRY)" || { echo "make image-push REGISTRY=host[:port]/path"; exit 2; }
+	mkdir -p results
+	buildah push --digestfile results/image.digest $(IMAGE) docker://$(REGISTRY)/vae-serving:$(VERSION)
+	@echo "deploy: $(REGISTRY)/vae-serving@$$(cat results/image.digest)"
+
+# The model repository as one versioned archive for the Kubernetes init container (same
+# repository, same bytes, same sha256: put both in deploy/k8s/models-configmap.yaml)
+ARCHIVE ?= results/models.tar.gz
+model-archive: install
+	$(BIN)/python -m modelrepo.fetch --pack $(REPOSITORY) --out $(ARCHIVE)
 
 # the gpu image, then its checks without a GPU (tests/test_image_gpu.py; not in make test)
 image-gpu: install image-deps

@@ -45,21 +45,15 @@ def test_dockerfile_runs_the_makefiles_commands():
                       "VAE_GRPC_PORT=8001") == 2
 
 
-def test_builtin_kubernetes_kinds_validate():
-    files = [K8S / f for f in ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")]
-    r = _run([str(BIN / "kubernetes-validate"), "--strict", *map(str, files)])
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
 def test_custom_resources_name_their_required_fields():
     service = yaml.safe_load((K8S / "service.yaml").read_text())
     port_names = {p["name"] for p in service["spec"]["ports"]}
-    sm = yaml.safe_load((K8S / "servicemonitor.yaml").read_text())
+    sm = yaml.safe_load((K8S / "operators" / "servicemonitor.yaml").read_text())
     assert sm["apiVersion"] == "monitoring.coreos.com/v1" and sm["kind"] == "ServiceMonitor"
     assert sm["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
     assert all(e["port"] in port_names and e["path"] == "/metrics"
                for e in sm["spec"]["endpoints"])
-    isvc = yaml.safe_load((K8S / "inferenceservice.yaml").read_text())
+    isvc = yaml.safe_load((K8S / "operators" / "inferenceservice.yaml").read_text())
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     assert isvc["kind"] == "InferenceService"
     (container,) = isvc["spec"]["predictor"]["containers"]
@@ -69,6 +63,16 @@ def test_custom_resources_name_their_required_fields():
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["VAE_MODEL_REPOSITORY"] == "/mnt/models" and env["BENTOML_DO_NOT_TRACK"] == "true"
+    # what the Deployment has: probes, drain, the grace it needs, non-root, read-only root
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["lifecycle"]["preStop"] and env["VAE_DRAIN_S"]
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["terminationGracePeriodSeconds"] >= 5 + float(env["VAE_DRAIN_S"]) + \
+        float(env["VAE_TIMEOUT_S"])
+    assert predictor["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not env["STORAGE_URI"].startswith("pvc://")  # no claim outside the set
     deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -76,13 +80,13 @@ def test_custom_resources_name_their_required_fields():
 
 
 def test_the_rayjob_runs_a_valid_job_in_valid_pods(tmp_path):
-    """deploy/k8s/rayjob.yaml (never applied here): KubeRay's fields, an entrypoint that the
-    jobs command accepts, the pinned Ray, and its pod templates validated as Pods."""
+    """deploy/k8s/operators/rayjob.yaml (never applied here): KubeRay's fields, an entrypoint
+    that the jobs command accepts, the pinned Ray, and its pod templates validated as Pods."""
     import shlex
 
     from jobs.cli import parser
 
-    job = yaml.safe_load((K8S / "rayjob.yaml").read_text())
+    job = yaml.safe_load((K8S / "operators" / "rayjob.yaml").read_text())
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
     spec = job["spec"]
     cmd = shlex.split(spec["entrypoint"])

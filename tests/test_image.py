@@ -185,3 +185,14 @@ def test_image_save_writes_an_archive_docker_and_podman_load(box, tmp_path):
     finally:  # only the tag goes (the image keeps its own); left, it pins every old build
         image.buildah("rmi", "docker.io/library/vae-serving:latest")
     assert ids[0] == ids[1]
+
+
+def test_the_init_containers_fetch_runs_in_the_image(box):
+    """deploy/k8s/deployment.yaml's init container: the image's python, as its user, copies
+    the image's own repository (no archive named) into the pod's folder and verifies it."""
+    if box.kind == "bento":
+        pytest.skip("the Kubernetes manifests run the Dockerfile's image")
+    r = box.run(["/venv/bin/python", "-m", "modelrepo.fetch", "--into", "/tmp/srv-models",
+                 "--url", "", "--sha256", "", "--fallback", "/models"])
+    assert r.returncode == 0, r.stderr
+    assert "holds digits/" in r.stdout, r.stdout
