@@ -268,3 +268,16 @@ def test_runtime_stage_install_serves_without_torch(trained, tmp_path):
     np.testing.assert_allclose(got["mu"], mu, atol=1e-5)
     np.testing.assert_allclose(got["logvar"], logvar, atol=1e-5)
 
+
+
+def test_compose_publishes_on_loopback_restarts_and_passes_the_token():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, svc in compose["services"].items():
+        assert svc.get("restart") in ("unless-stopped", "always", "on-failure"), name
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert "VAE_AUTH_TOKEN" in compose["services"]["vae"]["environment"]
+    tool = shutil.which("docker-compose")
+    if tool:  # Debian's docker-compose, where installed: the file as it reads it
+        r = _run([tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"])
+        assert r.returncode == 0, r.stdout + r.stderr
