@@ -26,7 +26,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist data-mnist data-fashion model-fashion fashion-baseline data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
-	bench-p6 bench-serving bench-models bench-jobs neighbors-quality ood sampling-quality image-push model-archive bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
+	bench-p6 bench-peers bench-serving bench-models bench-jobs neighbors-quality ood sampling-quality image-push model-archive bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
 # PyTorch's CPU build. From PyPI, torch==X is the CUDA build (several GB), so when pip cannot
@@ -146,12 +146,13 @@ RUN_MODELS = $(BIN)/python -m benchmarks.models --repository $(REPOSITORY) \
 RUN_P6 = $(BIN)/python -m benchmarks.p6_triton --triton-python $(TRITON_VENV)/bin/python \
 	  --repository $(REPOSITORY) --seconds $(BENCH_SECONDS) --out results/bench-p6.json
 
-bench: bench-deps
+bench: bench-deps $(PEERS_VENV)/bin/python
 	@ls $(REPOSITORY)/mnist/*/manifest.json >/dev/null 2>&1 || \
 	  $(MAKE) --no-print-directory model-mnist
 	$(RUN_P1)
 	$(RUN_SERVING)
 	$(RUN_P6)
+	$(RUN_PEERS)
 	$(RUN_MODELS)
 	$(BIN)/python -m benchmarks.table
 bench-p1: install
@@ -188,6 +189,18 @@ sampling-quality: install data-mnist data-fashion
 	  --mnist $(DATA_DIR)/mnist --fashion $(DATA_DIR)/fashion
 neighbors-quality: install
 	$(BIN)/python -m benchmarks.neighbors_quality --repository $(REPOSITORY) --models digits,mnist
+# LitServe, Ray Serve and KServe serving the same encoder (benchmarks/peers_bench.py), in
+# their own venv: the service's pins never move
+PEERS_VENV ?= .venv-peers
+$(PEERS_VENV)/bin/python:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --disable-pip-version-check -q \
+	  -c benchmarks/peers/peers-constraints.txt litserve "ray[serve]" kserve onnxruntime
+RUN_PEERS = $(BIN)/python -m benchmarks.peers_bench --peers-python $(PEERS_VENV)/bin/python \
+	  --repository $(REPOSITORY) --seconds $(BENCH_SECONDS) --out results/bench-peers.json
+bench-peers: bench-deps $(PEERS_VENV)/bin/python
+	@ls $(REPOSITORY)/digits/*/manifest.json >/dev/null 2>&1 || $(MAKE) --no-print-directory model
+	$(RUN_PEERS)
 bench-deps: install $(TRITON_VENV)/bin/python
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PIP_INSTALL) -e '.[$(EXTRAS),bench]'
