@@ -33,9 +33,10 @@ from modelrepo.repository import list_versions
 from support.servers import ROOT, Proc, _spawn, free_port, rss_mb, start_bentoml
 
 PEERS = ROOT / "benchmarks" / "peers"
-# (max batch, wait in seconds): LitServe's and Ray Serve's own examples batch with a few ms
-# of wait; 1 is their no-batching setting
-SETTINGS = {"litserve": [(64, 0.001), (16, 0.005), (1, 0.0)],
+# (max batch, wait in seconds[, LitServe's fast_queue]): their examples batch with a few ms of
+# wait; a batch of 1 is their no-batching setting
+SETTINGS = {"litserve": [(64, 0.001, 0), (16, 0.005, 0), (1, 0.0, 0), (64, 0.001, 1),
+                         (16, 0.005, 1)],
             "rayserve": [(64, 0.001), (16, 0.005), (1, 0.0)]}
 
 
@@ -108,16 +109,16 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"row": name, **cell, "rss_mb": memory(srv), **extra})
         print(json.dumps(rows[-1]), flush=True)
 
-    with contextlib.ExitStack() as stack:
-        ours = stack.enter_context(start_bentoml(repo, a.model, {}, work))
-        lit = answering(stack.enter_context(start(a.peers_python, "litserve", encoder, work,
-                                                  chosen["litserve"])), "/encode", one)
-        ray = answering(stack.enter_context(start(a.peers_python, "rayserve", encoder, work,
-                                                  chosen["rayserve"])), "/encode", one)
-        got = cells([(s.url + "/encode", one) for s in (ours, lit, ray)], 64, a.seconds, work)
-        add("one-item JSON /encode: this service", got[0], ours)
-        add("one-item JSON /encode: LitServe", got[1], lit, setting=chosen["litserve"])
-        add("one-item JSON /encode: Ray Serve", got[2], ray, setting=chosen["rayserve"])
+    # one peer at a time beside the service: Ray's own processes keep the core busy while idle
+    for peer, name in (("litserve", "LitServe"), ("rayserve", "Ray Serve")):
+        with contextlib.ExitStack() as stack:
+            ours = stack.enter_context(start_bentoml(repo, a.model, {}, work))
+            srv = answering(stack.enter_context(start(a.peers_python, peer, encoder, work,
+                                                      chosen[peer])), "/encode", one)
+            got = cells([(s.url + "/encode", one) for s in (ours, srv)], 64, a.seconds, work)
+            add(f"one-item JSON /encode, beside {name}: this service", got[0], ours)
+            add(f"one-item JSON /encode, beside {name}: {name}", got[1], srv,
+                setting=chosen[peer])
     with contextlib.ExitStack() as stack:
         ours = stack.enter_context(start_bentoml(repo, a.model, {}, work))
         ks = stack.enter_context(start(a.peers_python, "kserve", encoder, work))
@@ -137,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         ours_r = next(o for o in rows if o["row"] == f"{group}: this service")
         ratio = "" if r is ours_r else f"{ours_r['rps'] / r['rps']:.2f}×"
         failed = r.get("non2xx", r.get("errors", 0))
-        setting = f" (batch {r['setting'][0]}, wait {r['setting'][1]} s)" if "setting" in r \
-            else ""
+        setting = "" if "setting" not in r else f" (batch {r['setting'][0]}, wait " \
+            f"{r['setting'][1]} s{', fast_queue' if r['setting'][2:3] == [1] else ''})"
         print(f"| {r['row']}{setting} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
               f"{failed} | {r['rss_mb']:,.0f} | {ratio} |")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
