@@ -43,6 +43,19 @@ def top(raw: Path, n: int = 25) -> list[tuple[float, str]]:
     return ranked[:n]
 
 
+def leaves(raw: Path, n: int = 25) -> list[tuple[float, str]]:
+    """Self time: the share of samples whose innermost Python frame is each function (native
+    work, such as a syscall, counts to the Python frame that made it)."""
+    self_: Counter = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        name, _, where = stack.split(";")[-1].partition(" (")
+        self_[f"{where.split(':')[0].split('site-packages/')[-1]}:{name}"] += int(count)
+    return [(100 * c / total, k) for k, c in self_.most_common(n)]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repository", default="models")
@@ -85,6 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"under load: {result['rps']:,.0f} req/s; flame graph: {a.svg}")
     print("| share of samples | function |\n|---|---|")
     for share, key in top(outputs["raw"]):
+        print(f"| {share:.1f} % | `{key}` |")
+    print("\nself time (innermost frame)\n| share of samples | function |\n|---|---|")
+    for share, key in leaves(outputs["raw"]):
         print(f"| {share:.1f} % | `{key}` |")
 
 
