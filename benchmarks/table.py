@@ -1,6 +1,6 @@
-"""`make bench`'s one table: every row P1–P6 from the JSON the three benchmark scripts wrote in
-the same run, each with its goal (docs/BENCHMARKS.md), what was measured, and whether the
-goal was met.
+"""`make bench`'s one table: every row P1–P6 and P8 (peers) from the JSON the benchmark
+scripts wrote in the same run, each with its goal (docs/BENCHMARKS.md), what was measured,
+and whether the goal was met.
 
     python -m benchmarks.table --p1 results/bench-p1.json --serving results/bench.json \
         --p6 results/bench-p6.json
@@ -99,6 +99,21 @@ def table_rows(p1: list[dict] | None, serving: list[dict] | None,
     return rows
 
 
+def peer_rows(peers: list[dict] | None) -> list[tuple[str, str, str, str, str]]:
+    """P8 (benchmarks/peers_bench.py): this service vs LitServe, Ray Serve and KServe, each
+    cell against the service measured beside it."""
+    if peers is None:
+        return [("P8", "this service vs LitServe, Ray Serve, KServe", "≥ 1.5×",
+                 "not measured (no results file)", MISSED)]
+    rows = []
+    for r in peers:
+        group, _, who = r["row"].rpartition(": ")
+        if who != "this service":
+            ours = next(o for o in peers if o["row"] == f"{group}: this service")
+            rows.append(_ratio_row("P8", f"{group}: this service vs {who}", 1.5, ours, r))
+    return rows
+
+
 def _load(path: str | None) -> Any:
     return json.loads(Path(path).read_text()) if path and Path(path).exists() else None
 
@@ -108,13 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--p1", default="results/bench-p1.json")
     p.add_argument("--serving", default="results/bench.json")
     p.add_argument("--p6", default="results/bench-p6.json")
+    p.add_argument("--peers", default="results/bench-peers.json")
     a = p.parse_args(argv)
-    for path in (a.p1, a.serving, a.p6):  # when each was measured: one run's rows only
+    for path in (a.p1, a.serving, a.p6, a.peers):  # when each was measured: one run's rows only
         if Path(path).exists():
             when = time.localtime(Path(path).stat().st_mtime)
             print(f"{path}: written {time.strftime('%Y-%m-%d %H:%M:%S %Z', when)}")
     print("\n| row | what | goal | measured | status |\n|---|---|---|---|---|")
-    for row in table_rows(_load(a.p1), _load(a.serving), _load(a.p6)):
+    for row in table_rows(_load(a.p1), _load(a.serving), _load(a.p6)) + \
+            peer_rows(_load(a.peers)):
         print("| " + " | ".join(row) + " |")
 
 

@@ -74,3 +74,17 @@ def test_p1_runs_each_engine_in_its_own_process(trained):
     assert row["batch"] == 4 and row["threads"] == 1 and row["model"] == "digits mlp"
     assert row["torch"] > 0 and row["ort"] > 0
     assert row["ratio"] == row["ort"] / row["torch"]
+
+
+def test_peer_rows_compare_each_peer_with_the_service_beside_it():
+    from benchmarks.table import peer_rows
+
+    cell = {"p50": 5.0, "p99": 9.0}
+    peers = [{"row": "V2 REST JSON encoder: this service", "rps": 3000.0, **cell},
+             {"row": "V2 REST JSON encoder: KServe", "rps": 1000.0, **cell},
+             {"row": "V2 gRPC encoder: this service", "rps": 1400.0, **cell},
+             {"row": "V2 gRPC encoder: KServe", "rps": 1000.0, **cell}]
+    rows = peer_rows(peers)
+    assert [r[4] for r in rows] == [MET, MISSED]
+    assert "3.00×" in rows[0][3] and "1.40×" in rows[1][3]
+    assert peer_rows(None)[0][4] == MISSED
