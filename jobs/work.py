@@ -65,9 +65,9 @@ def latest_version(repository: str, model: str) -> int:
 def open_model(spec: JobSpec):  # -> ModelRuntime
     """The version as the service opens it: verified, warmed, on the CPU or GPU."""
     from service.config import Settings
-    from service.runtime.engine import ModelSet
+    from service.runtime.engine import ModelSet, usable_cpus
 
-    threads = spec.threads or os.cpu_count() or 1
+    threads = spec.threads or int(usable_cpus())  # a container's CPU limit, not the host's
     settings = Settings(model_repository=str(Path(spec.repository).resolve()),
                         model_name=spec.model, models="", default_model="",
                         intra_op_threads=threads, inter_op_threads=1)

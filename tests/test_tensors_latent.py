@@ -185,6 +185,13 @@ def test_usable_cpus_is_the_affinity_capped_by_a_cgroup_quota(tmp_path):
     assert usable_cpus(tmp_path) == 1
     (tmp_path / "cpu.max").write_text("800000 100000\n")
     assert usable_cpus(tmp_path) == min(affinity, 8)
+    v1 = tmp_path / "v1"  # cgroup v1 (Docker 20.10 on this kind of host): --cpus 1
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(v1) == affinity
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert usable_cpus(v1) == 1
 
 
 def test_inline_limit_widens_on_one_core_unless_the_thread_is_asked_for():

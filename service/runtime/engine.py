@@ -212,15 +212,27 @@ def inline_limit_ms(setting_ms: float, cpus: float) -> float:
 
 def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> float:
     """Cores this process may use: its CPU affinity (taskset, a Kubernetes cpuset), capped by
-    a cgroup v2 CPU quota (a container's CPU limit) when one is set."""
+    a CPU quota when one is set (a container's CPU limit: `docker run --cpus`, Kubernetes'
+    limits), from cgroup v2's cpu.max or cgroup v1's cpu.cfs_quota_us / cpu.cfs_period_us."""
     cpus = float(len(os.sched_getaffinity(0)))
-    try:
+    quota = _cpu_quota(cgroup)
+    return min(cpus, max(1.0, quota)) if quota is not None else cpus
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    try:  # v2: "max 100000" or "150000 100000"
         quota, period = (cgroup / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1.0, float(quota) / float(period)))
+        return None if quota == "max" else float(quota) / float(period)
     except (OSError, ValueError):
-        pass  # no cgroup v2 file here: the affinity alone
-    return cpus
+        pass
+    for v1 in (cgroup / "cpu", cgroup / "cpu,cpuacct", cgroup):  # v1: -1 means no quota
+        try:
+            quota_us = float((v1 / "cpu.cfs_quota_us").read_text())
+            period_us = float((v1 / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota_us <= 0 else quota_us / period_us
+    return None
 
 
 @dataclass
