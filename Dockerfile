@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Four targets: build (trains and exports the embedded digits model; torch lives only here),
 # runtime (the default: serve + onnxruntime CPU, no torch, non-root), gpu (onnxruntime-gpu with
 # NVIDIA's CUDA/cuDNN runtime wheels) and jobs (offline jobs on Ray: docs/JOBS.md). `make image` builds runtime with buildah; on a machine with
