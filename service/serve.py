@@ -28,6 +28,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from modelrepo.cli import Parser, usage_error
+from service import memory_floor
 from service.config import Settings
 
 PREFIX = "vae-serve-metrics-"
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
               "--drain-s to set one)", file=sys.stderr, flush=True)
     os.environ.update(env)
     try:
-        Settings()
+        settings = Settings()
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "settings"
@@ -103,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         usage_error("vae-serve", f"{flag}: {err['msg']}")
     if not 0 < port < 65536:
         usage_error("vae-serve", f"--port {port}: must lie in [1, 65535]")
+    why = memory_floor.refusal(settings)
+    if why is not None:  # in a container: a message in its log, not a silent OOM kill
+        print(f"vae-serve: refusing to start: {why}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
     tmp = Path(tempfile.gettempdir())
     _sweep_stale(tmp)
