@@ -26,7 +26,7 @@ export VAE_GRPC_HOST ?= $(HOST)
 export VAE_GRPC_PORT ?= $(GRPC_PORT)
 
 .PHONY: install model model-digits model-mnist data-mnist data-fashion model-fashion fashion-baseline data-if-present serve ts-client test test-quick lint clean bench-p1 loadtest bench \
-	bench-p6 bench-peers bench-serving bench-models bench-jobs neighbors-quality ood sampling-quality image-push model-archive bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
+	bench-p6 bench-peers bench-serving bench-models bench-jobs neighbors-quality ood sampling-quality image-push model-archive docker-deps test-docker bench-deps system-deps fuzz soak sharp-mnist beta-sweep \
 	image image-deps image-gpu test-image image-save image-figures bento-image chaos
 
 # PyTorch's CPU build. From PyPI, torch==X is the CUDA build (several GB), so when pip cannot
@@ -289,9 +289,17 @@ BENTO_IMAGE ?= localhost/vae-bento:latest
 bento-image: model image-deps
 	BIN=$(BIN) deploy/image/bento.sh $(BENTO_IMAGE)
 
-test-image: install image bento-image
-	VAE_IMAGE_TEST=1 VAE_IMAGE=$(IMAGE) VAE_BENTO_IMAGE=$(BENTO_IMAGE) \
-	  $(BIN)/python -m pytest -q tests/test_image.py tests/test_image_build.py
+test-image: install image bento-image docker-deps
+	VAE_IMAGE_TEST=1 VAE_IMAGE=$(IMAGE) VAE_BENTO_IMAGE=$(BENTO_IMAGE) VAE_DOCKER_TEST=1 \
+	  $(BIN)/python -m pytest -q tests/test_image.py tests/test_image_build.py tests/test_docker.py
+
+# The runtime image under a Docker engine (the one that answers, or Debian's dockerd started
+# for the test and stopped after): docker load, run under limits, stop (tests/test_docker.py)
+docker-deps:
+	@command -v dockerd >/dev/null && test -x /usr/bin/docker || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io; }
+test-docker: install image docker-deps
+	VAE_DOCKER_TEST=1 VAE_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/test_docker.py
 
 image-figures: install image
 	$(BIN)/python -m benchmarks.image_figures --image $(IMAGE)
