@@ -1,11 +1,15 @@
 # Four targets: build (trains and exports the embedded digits model; torch lives only here),
 # runtime (the default: serve + onnxruntime CPU, no torch, non-root), gpu (onnxruntime-gpu with
-# NVIDIA's CUDA/cuDNN runtime wheels) and jobs (offline jobs on Ray: docs/JOBS.md). `make image` builds runtime with buildah; on a machine with
-# Docker Hub `docker build .` builds it unchanged. The build arguments (all optional):
+# NVIDIA's CUDA/cuDNN runtime wheels) and jobs (offline jobs on Ray: docs/JOBS.md). `make image`
+# builds runtime with buildah; on a machine with Docker Hub `docker build .` builds it unchanged.
+# The build arguments (all optional):
 #   PYTHON_IMAGE      the base of every stage (default: the official slim Python image)
 #   TORCH_INDEX       where the build stage finds the CPU torch wheel ("" for none)
-#   TORCH_FIND_LINKS  a folder of wheels (e.g. one mounted with --volume) searched first
 #   GPU_BASE_IMAGE    the gpu target's base (default: the same slim Python image)
+# Two inputs for builds behind an intercepting proxy or offline, never copied into a layer:
+# the secret `ca` (a CA bundle: `--secret id=ca,src=/etc/ssl/certs/ca-certificates.crt`), mounted
+# over the base's bundle while pip runs, and the context's `wheels/` folder (empty in the
+# repository; put a torch CPU wheel there), bind-mounted and searched before any index.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG GPU_BASE_IMAGE=python:3.11-slim-bookworm
 
@@ -15,7 +19,6 @@ FROM ${PYTHON_IMAGE} AS build
 # PyPI's Linux torch wheel is the CUDA build; the CPU wheel of the pinned version comes from
 # PyTorch's CPU index (pip takes 2.13.0+cpu for the constraint torch==2.13.0) or a wheel folder.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ARG TORCH_FIND_LINKS=
 ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 # README.md is only the package's long description: each stage that pip-installs the project
@@ -25,9 +28,11 @@ COPY training training
 COPY export export
 COPY modelrepo modelrepo
 COPY configs configs
-RUN touch README.md && python -m venv /venv \
+RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    --mount=type=bind,source=wheels,target=/wheels \
+    touch README.md && python -m venv /venv \
  && /venv/bin/pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} \
-      ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} -c constraints.txt '.[train]'
+      --find-links /wheels -c constraints.txt '.[train]'
 RUN /venv/bin/python -m training --config configs/digits.toml --out runs/digits/checkpoint.pt \
  && /venv/bin/python -m export --checkpoint runs/digits/checkpoint.pt --repository /models \
       --name digits
@@ -48,7 +53,8 @@ WORKDIR /app
 # the project's code is not in the install (its packages are absent here: only its dependencies
 # and its version's metadata go into /venv), so a change to service/ reinstalls nothing
 COPY pyproject.toml constraints.txt ./
-RUN touch README.md && python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,gpu]' \
+RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    touch README.md && python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,gpu]' \
  && /venv/bin/pip uninstall -y -q pip setuptools wheel \
  && find /venv/lib -path '*/site-packages/nvidia/*' -name 'lib*.so*' -printf '%h\n' | sort -u \
       > /etc/ld.so.conf.d/nvidia-wheels.conf \
@@ -78,7 +84,8 @@ WORKDIR /app
 # change to service/ rebuilds the runtime stage alone
 COPY pyproject.toml constraints.txt ./
 COPY deploy/image/trim_venv.sh /usr/local/bin/
-RUN touch README.md && python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,cpu]' \
+RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    touch README.md && python -m venv /venv && /venv/bin/pip install -c constraints.txt '.[serve,cpu]' \
  && /venv/bin/pip uninstall -y -q pip setuptools wheel \
  && find /venv/lib -depth -type d -name tests -exec rm -rf {} + \
  && rm -rf /venv/lib/python3.11/site-packages/tornado/test \
@@ -94,7 +101,8 @@ ENV BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CH
     RAY_USAGE_STATS_ENABLED=0 PATH=/venv/bin:$PATH PYTHONPATH=/app
 WORKDIR /app
 COPY pyproject.toml constraints.txt ./
-RUN touch README.md && python -m venv /venv \
+RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    touch README.md && python -m venv /venv \
  && /venv/bin/pip install -c constraints.txt '.[serve,cpu,jobs]' \
  && useradd --uid 10001 --create-home ray
 COPY service service

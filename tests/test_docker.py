@@ -1,10 +1,12 @@
 """The runtime image under a real Docker engine (support/docker.py: one that answers, or Debian's
 dockerd started for the test): `docker load` of the image `make image` built, `docker run` as
 docs/DEPLOYMENT.md documents it under `--cpus 1 --memory 512m` (host network: the engine here
-has no bridge). Docker reports it healthy from the image's own HEALTHCHECK, the limits reach
-the service, `/encode` equals a source-tree server on the image's own models, `docker logs`
-holds the JSON access log, `docker stop` answers the calls in flight and exits 0, and a memory
-limit too small fails at start with a message, once. Runs in `make test-docker` (part of
+has no bridge), and `docker build` of the Dockerfile as it is, with BuildKit's secret and bind
+mount for the CA bundle and the torch wheel. Docker reports it healthy from the image's own
+HEALTHCHECK, the limits reach the service, `/encode` equals a source-tree server on the image's
+own models and the image Docker built, `docker logs` holds the JSON access log, `docker stop`
+answers the calls in flight and exits 0, and a memory limit too small fails at start with a
+message, once. Runs in `make test-docker` (part of
 `make test-image`); plain `make test` skips it."""
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 import threading
 import time
 import uuid
@@ -20,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import Server
+from conftest import ROOT, Server
 from support import docker, image
 from support.servers import free_port
 
@@ -45,13 +48,13 @@ def eng(tmp_path_factory):
 
 
 class Running:
-    def __init__(self, eng: docker.Engine, *flags: str):
+    def __init__(self, eng: docker.Engine, *flags: str, image: str = TAG):
         self.eng, self.name = eng, f"vae-test-{uuid.uuid4().hex[:8]}"
         self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         eng.run("run", "-d", "--name", self.name, "--network", "host", *flags,
                 "-e", "BENTOML_HOST=127.0.0.1", "-e", f"BENTOML_PORT={self.port}",
-                "-e", "VAE_GRPC_HOST=127.0.0.1", "-e", f"VAE_GRPC_PORT={self.grpc_port}", TAG)
+                "-e", "VAE_GRPC_HOST=127.0.0.1", "-e", f"VAE_GRPC_PORT={self.grpc_port}", image)
 
     def state(self) -> dict:
         return json.loads(self.eng.run("inspect", "--format", "{{json .State}}",
@@ -162,6 +165,72 @@ def test_a_memory_limit_too_small_fails_at_start_with_a_message(eng):
         assert "refusing to start: the memory limit is 64 MB" in c.logs(), c.logs()
         time.sleep(3)
         assert c.state()["Status"] == "exited"  # stays down: no restart loop
+    finally:
+        c.remove()
+
+
+BUILT = "vae-serving:docker-built"
+CA = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def _base() -> str:
+    """The base `make image` built from: the official slim image when present, else the
+    Debian-made one (deploy/image/build.sh decides the same way)."""
+    official = "docker.io/library/python:3.11-slim-bookworm"
+    return official if image.available(official) else "localhost/debian-python:3.11-bookworm"
+
+
+@pytest.fixture(scope="module")
+def built(eng, tmp_path_factory):
+    """`docker build` of the Dockerfile as it is: the base loaded into Docker (no registry
+    here), the CA bundle as the BuildKit secret `ca`, wheels/ (build.sh linked the torch wheel
+    there) bind-mounted by the Dockerfile itself."""
+    base = _base()
+    if not image.available(base):
+        pytest.skip(f"{base} is not there (make image makes it)")
+    archive = tmp_path_factory.mktemp("base") / "base.tar"
+    image.buildah("push", "-q", base, f"docker-archive:{archive}:{base.split('/', 1)[1]}")
+    eng.run("load", "-q", "-i", str(archive), timeout=900)
+    archive.unlink()
+    wheel = any((ROOT / "wheels").glob("torch-*.whl"))
+    t0 = time.monotonic()
+    r = eng.run("build", "--network", "host", *(["--secret", f"id=ca,src={CA}"]
+                                                if os.path.exists(CA) else []),
+                "--build-arg", f"PYTHON_IMAGE={base.split('/', 1)[1]}",
+                *(["--build-arg", "TORCH_INDEX="] if wheel else []), "-t", BUILT, str(ROOT),
+                env={"DOCKER_BUILDKIT": "1"}, timeout=3600, check=False)
+    assert r.returncode == 0, r.stderr[-4000:]
+    print(f"docker build: {time.monotonic() - t0:.0f} s")
+    yield BUILT
+    eng.run("rmi", "-f", BUILT, check=False)
+
+
+def test_docker_build_keeps_no_ca_bundle_or_wheel_in_a_layer(eng, built, tmp_path):
+    saved = tmp_path / "built.tar"
+    eng.run("save", "-o", str(saved), built, timeout=900)
+    host_ca = open(CA, "rb").read() if os.path.exists(CA) else None
+    with tarfile.open(saved) as outer:
+        layers = [m for m in outer.getmembers() if m.name.endswith("layer.tar")]
+        for layer in layers:
+            with tarfile.open(fileobj=outer.extractfile(layer)) as tar:
+                for m in tar.getmembers():
+                    # (the base's own python-wheels are Debian's: only ours must not be there)
+                    assert not (m.name.endswith(".whl") and "torch-" in m.name), m.name
+                    assert not m.name.lstrip("./").startswith("wheels/"), m.name
+                    if m.isfile() and m.name.endswith("ca-certificates.crt") and host_ca:
+                        assert tar.extractfile(m).read() != host_ca, (layer.name, m.name)
+
+
+def test_the_image_docker_builds_serves_what_buildahs_serves(eng, built, box):
+    c = Running(eng, "--cpus", "1", "--memory", "512m", image=built)
+    try:
+        c.wait(lambda s: s.get("Health", {}).get("Status") == "healthy")
+        body = {"inputs": digits()}
+        ours = httpx.post(c.url + "/encode", json=body, timeout=30).json()
+        theirs = httpx.post(box.url + "/encode", json=body, timeout=30).json()
+        model = [httpx.post(u + "/model", json={}, timeout=30).json() for u in (c.url, box.url)]
+        assert model[0]["graphs"] == model[1]["graphs"]  # the same trained bytes (seeded)
+        assert ours["mu"] == theirs["mu"] and ours["sigma"] == theirs["sigma"]
     finally:
         c.remove()
 

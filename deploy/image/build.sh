@@ -43,12 +43,18 @@ if [[ -z "${PYTHON_IMAGE:-}" ]]; then
 fi
 args+=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "GPU_BASE_IMAGE=$PYTHON_IMAGE")
 
+# the pinned torch CPU wheel from pip's find-links folder, when it is there, into the context's
+# wheels/ folder (the Dockerfile bind-mounts it; no layer keeps it), and the host's CA bundle as
+# the build secret `ca` (a proxy's CA: mounted while pip runs, never copied)
 links=$(pip config get global.find-links 2>/dev/null || true)
 if [[ -n "$links" ]] && compgen -G "$links/torch-2.13.0+cpu-*.whl" >/dev/null; then
-  args+=(--volume "$links:/wheels:ro" --build-arg TORCH_FIND_LINKS=/wheels --build-arg TORCH_INDEX=)
+  for wheel in "$links"/torch-2.13.0+cpu-*.whl; do
+    [[ -e wheels/$(basename "$wheel") ]] || ln "$wheel" wheels/ 2>/dev/null || cp "$wheel" wheels/
+  done
+  args+=(--build-arg TORCH_INDEX=)
 fi
 CA=/etc/ssl/certs/ca-certificates.crt
-[[ -f $CA ]] && args+=(--volume "$CA:$CA:ro")
+[[ -f $CA ]] && args+=(--secret "id=ca,src=$CA")
 
 old=$(image_ids "$TAG" "${STAGES[@]/#/$STAGE_REPO:}")
 for stage in "${STAGES[@]}"; do
