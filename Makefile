@@ -294,10 +294,12 @@ test-image: install image bento-image docker-deps
 	  $(BIN)/python -m pytest -q tests/test_image.py tests/test_image_build.py tests/test_docker.py
 
 # The runtime image under a Docker engine (the one that answers, or Debian's dockerd started
-# for the test and stopped after): docker load, run under limits, stop (tests/test_docker.py)
+# for the test and stopped after): docker build, load, run under limits, stop, compose up
+# (tests/test_docker.py)
 docker-deps:
-	@command -v dockerd >/dev/null && test -x /usr/bin/docker || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io; }
+	@command -v dockerd >/dev/null && test -x /usr/bin/docker && command -v docker-compose >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io \
+	    docker-compose; }
 test-docker: install image docker-deps
 	VAE_DOCKER_TEST=1 VAE_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/test_docker.py
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -233,6 +234,69 @@ def test_the_image_docker_builds_serves_what_buildahs_serves(eng, built, box):
         assert ours["mu"] == theirs["mu"] and ours["sigma"] == theirs["sigma"]
     finally:
         c.remove()
+
+
+PROMETHEUS_DOCKERFILE = """FROM {base}
+COPY prometheus /bin/prometheus
+ENTRYPOINT ["/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/tmp/prometheus"]
+"""
+
+
+def test_compose_up_serves_and_prometheus_scrapes_it(eng, tmp_path):
+    """`docker-compose up` of the repository's file (Debian's docker-compose 1.29): the service
+    from the image `make image` built, Prometheus from an image with the official one's
+    entrypoint made of Debian's prometheus binary (no registry here); a call through the
+    published port, then Prometheus' own query API shows it scraped."""
+    compose = shutil.which("docker-compose")
+    prometheus = shutil.which("prometheus")
+    if compose is None or prometheus is None:
+        pytest.skip("docker-compose or prometheus is not installed (make docker-deps, "
+                    "make system-deps)")
+    ctx = tmp_path / "prometheus-image"
+    ctx.mkdir()
+    shutil.copy(prometheus, ctx / "prometheus")
+    (ctx / "Dockerfile").write_text(PROMETHEUS_DOCKERFILE.format(
+        base=_base().split("/", 1)[1]))
+    eng.run("tag", TAG, "vae-serving:latest")
+    eng.run("build", "-q", "-t", "vae-prometheus:test", str(ctx), timeout=600)
+    http, grpc_port, prom = free_port(), free_port(), free_port()
+    env = {**os.environ, "PROMETHEUS_IMAGE": "vae-prometheus:test", "VAE_HTTP_PORT": str(http),
+           "VAE_GRPC_PORT": str(grpc_port), "PROMETHEUS_PORT": str(prom)}
+    if eng.host:
+        env["DOCKER_HOST"] = eng.host
+    project = ["docker-compose", "-p", f"vaetest{uuid.uuid4().hex[:6]}", "-f",
+               str(ROOT / "docker-compose.yml")]
+    up = subprocess.run([*project, "up", "-d", "--no-build"], env=env, capture_output=True,
+                        text=True, timeout=600, cwd=ROOT)
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        url, deadline = f"http://127.0.0.1:{http}", time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        r = httpx.post(url + "/sample", json={"n": 2, "seed": 0}, timeout=30)
+        assert r.status_code == 200, r.text
+        query = ('sum(vae_requests_total{endpoint="/sample",status="200"})')
+        seen = None
+        while time.monotonic() < deadline + 60:
+            try:
+                result = httpx.get(f"http://127.0.0.1:{prom}/api/v1/query",
+                                   params={"query": query}, timeout=5).json()["data"]["result"]
+                seen = float(result[0]["value"][1]) if result else None
+            except (httpx.HTTPError, KeyError, ValueError):
+                seen = None
+            if seen == 1.0:
+                break
+            time.sleep(1)
+        assert seen == 1.0, subprocess.run([*project, "logs", "--tail", "30"], env=env,
+                                           capture_output=True, text=True).stdout[-3000:]
+    finally:
+        subprocess.run([*project, "down", "-t", "10"], env=env, capture_output=True, timeout=300)
 
 
 def test_the_engine_command_is_debians_when_installed():
