@@ -50,7 +50,10 @@ def start(python: str, peer: str, encoder: Path, work: Path, setting: tuple = ()
         return Proc(popen, f"http://127.0.0.1:{port}", "/v2/models/encoder/ready",
                     grpc_url=f"127.0.0.1:{grpc_port}", log=work / f"{peer}-{port}.log")
     popen = _spawn([python, str(PEERS / f"{peer}_encode.py"), str(encoder), str(port), *args],
-                   {"RAY_USAGE_STATS_ENABLED": "0"}, work / f"{peer}-{port}.log")
+                   # no ~/.ray/auth_token left behind (it turns token auth on for later
+                   # clusters of this user: tests/test_jobs_ray.py)
+                   {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"},
+                   work / f"{peer}-{port}.log")
     return Proc(popen, f"http://127.0.0.1:{port}", "/encode", any_answer=True,
                 log=work / f"{peer}-{port}.log")
 

@@ -28,6 +28,16 @@ COMMON = ["--num-cpus", "1", "--object-store-memory", str(200 * 1024 * 1024),
           "--disable-usage-stats"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_token_auth():
+    """Ray >= 2.5x turns token authentication on for every later `ray start` once a local
+    `ray.init()` has left ~/.ray/auth_token (Ray Serve, a local Ray job), and its joining node
+    then fails with InvalidAuthToken: this test's cluster says its mode explicitly."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        yield
+
+
 def _ray(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(RAY), *args], capture_output=True, text=True, timeout=180,
                           env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, **kw)
