@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from loadtests.chaos_load import MachineTooBusy
 from loadtests.run import BIN, ROOT, start_server
 from support.servers import rss_mb
 
@@ -34,8 +35,14 @@ def locust(host: str, results: Path, name: str, users: int, seconds: int,
     subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     rows = {r["Name"]: r for r in csv.DictReader(open(results / f"{name}_stats.csv"))}
     total = rows["Aggregated"]
+    if int(total["Request Count"]) == 0:  # locust never got going: nothing was measured
+        raise MachineTooBusy(f"{name}: locust sent no request in {seconds} s")
     return {"requests": int(total["Request Count"]), "failures": int(total["Failure Count"]),
-            "rps": float(total["Requests/s"]), "p99_ms": float(total["99%"])}
+            "rps": float(total["Requests/s"]), "p99_ms": _ms(total["99%"])}
+
+
+def _ms(value: str) -> float:
+    return float("nan") if value in ("N/A", "") else float(value)
 
 
 def p99_per_minute(history: Path) -> list[float]:
@@ -76,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             stop.wait(5)
 
     try:
-        peak = locust(host, results, "peak", a.users, a.peak_seconds, 0.0)
+        try:
+            peak = locust(host, results, "peak", a.users, a.peak_seconds, 0.0)
+        except MachineTooBusy as exc:  # said in the report, never a crash
+            (results / "soak.json").write_text(json.dumps({"too_busy": str(exc)}) + "\n")
+            print(f"soak: the machine was too busy to measure: {exc}", file=sys.stderr)
+            return 3
         target = a.fraction * peak["rps"]
         sampler = threading.Thread(target=sample_rss)
         t0 = time.monotonic()

@@ -55,10 +55,13 @@ def _grpc_health(address: str) -> int:
         return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
 
 
+DRAIN_S = 5
+
+
 @pytest.fixture(scope="module")
 def draining(trained):
-    """A server sent SIGTERM with VAE_DRAIN_S=3; what it answered while draining."""
-    srv = Server(trained["repository"], {"VAE_DRAIN_S": "3"})
+    """A server sent SIGTERM with VAE_DRAIN_S=5; what it answered while draining."""
+    srv = Server(trained["repository"], {"VAE_DRAIN_S": str(DRAIN_S)})
     with srv:
         url = srv.url
         before = _grpc_health(srv.grpc_url)
@@ -87,8 +90,10 @@ def draining(trained):
         for _ in range(5):  # a balancer's health checks, several times over
             httpx.get(url + "/readyz", timeout=5)
         seen["metrics_draining"] = _counters(url)
-        time.sleep(1.5)  # still inside the 3 s drain
-        seen["late"] = httpx.post(url + "/sample", json={"n": 1}, timeout=10).status_code
+        time.sleep(max(0.0, t0 + 2.5 - time.monotonic()))  # well inside the drain
+        seen["late_at"] = time.monotonic() - t0
+        seen["late"] = None if seen["late_at"] > DRAIN_S - 0.5 else httpx.post(
+            url + "/sample", json={"n": 1}, timeout=10).status_code  # (None: too busy)
         seen["code"] = srv.proc.wait(timeout=30)
         seen["exit_s"] = time.monotonic() - t0
         stop.set()
@@ -128,12 +133,15 @@ def test_not_ready_at_once_but_live_and_serving(draining):
     assert draining["readyz"] == 503 and draining["v2_ready"] == 503
     assert draining["livez"] == 200
     assert draining["grpc_health"] == health_pb2.HealthCheckResponse.NOT_SERVING
+    if draining["late"] is None:
+        pytest.skip(f"the machine was too busy: the drain's checks took {draining['late_at']:.1f}"
+                    f" s of its {DRAIN_S} s")
     assert draining["late"] == 200
 
 
 def test_exits_cleanly_after_the_drain(draining):
     assert draining["code"] == 0
-    assert 3.0 <= draining["exit_s"] < 3.0 + 10, draining["exit_s"]
+    assert DRAIN_S <= draining["exit_s"] < DRAIN_S + 10, draining["exit_s"]
     # every request sent before the server stopped listening was answered 200; after the
     # exit only connection errors can occur (nothing listens), never a 5xx
     codes = draining["encode"]

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import Server
 
@@ -104,6 +105,9 @@ def test_short_soak_has_no_failures(trained, tmp_path):
                         "--results", str(tmp_path), "--repository",
                         str(trained["repository"]), "--model", "digits"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert (tmp_path / "soak.json").exists(), r.stderr[-3000:]
     report = json.loads((tmp_path / "soak.json").read_text())
+    if "too_busy" in report:
+        pytest.skip(f"the machine was too busy to measure: {report['too_busy']}")
     assert r.returncode == 0 and report["soak"]["failures"] == 0, r.stdout[-2000:]
     assert report["soak"]["requests"] > 0 and report["rss_mb_at_end"]
