@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelrepo.repository import list_models, list_versions
+
 ARBITER_MB = 120.0  # lower bounds: measured 132 and 150 MB (digits), 155 and 172 (MNIST)
 WORKER_MB = 135.0
 PER_MODEL_BYTE = 2.0  # sessions and the reference set: about twice their files
@@ -37,9 +39,9 @@ def model_bytes(repository: Path, names: list[str]) -> dict[str, int]:
     """Bytes of the newest version's graphs and reference set, per served model name."""
     out = {}
     for name in names:
-        versions = [p for p in (repository / name).glob("[0-9]*") if p.name.isdigit()]
+        versions = list_versions(repository, name)
         if versions:
-            newest = max(versions, key=lambda p: int(p.name))
+            newest = repository / name / str(versions[-1])
             out[name] = sum(f.stat().st_size for f in newest.iterdir()
                             if f.name in ("encoder.onnx", "decoder.onnx", "reference.npz"))
     return out
@@ -55,12 +57,9 @@ def refusal(settings, cgroup: Path = Path("/sys/fs/cgroup")) -> str | None:
     if limit is None:
         return None
     repository = Path(settings.model_repository)
-    if settings.models.strip() == "*":
-        names = sorted(p.name for p in repository.iterdir() if p.is_dir()) \
-            if repository.is_dir() else []
-    else:
-        names = [n.strip() for n in (settings.models or settings.model_name).split(",")
-                 if n.strip()]
+    names = settings.model_names  # the service's own reading of VAE_MODELS
+    if names is None:  # `*`: every model folder, as the registry lists them
+        names = list_models(repository)[0]
     sizes = model_bytes(repository, names)
     need = floor_mb(settings.workers, sizes)
     if limit >= need:
