@@ -333,9 +333,13 @@ FUZZ_EXAMPLES ?= 2000
 fuzz: install
 	VAE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
 
+# The whole suite in TEST_WORKERS processes (pytest-xdist), each module whole in one of them
+# (its server started once), the slowest modules first (tests/conftest.py); TEST_WORKERS=0 runs
+# it in this one process.
+TEST_WORKERS ?= 2
 test: install system-deps data-if-present
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 # The development loop (a few minutes): the unit and contract tests, and one real-server module
 # per door (HTTP JSON, V2 REST and gRPC with tritonclient, several models at once). `make test`

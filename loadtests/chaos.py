@@ -190,21 +190,22 @@ class Chaos:
             # balancer reaches both replicas, so there only the versions themselves are checked
             problems = rollout_rules(calls, old, new, "replica" if name == "rollout" else "")
             notes += switch_counts(calls, "replica" if name == "rollout" else "")
-        elif name == "replica-loss":
+        elif name in ("replica-loss", "worker-kill"):
             # beside locust (which never retries), the project's client through the balancer:
-            # a call whose answer had begun when the replica died cannot be replayed by the
+            # a call whose answer had begun when its process died cannot be replayed by the
             # balancer (it already forwarded part of it); a retrying client recovers it
+            if name == "worker-kill":
+                self.cluster.drain_replica(0)
+                self.cluster.start_replica(0, workers=2)
+                self.cluster.wait_both_up()
             with ClientLoad(self.cluster.url, threads=2, rate=self.rate / 10) as client:
-                calls, notes = self._timed(self.http(), self.lose_replica)
+                calls, notes = self._timed(self.http(), self.lose_replica
+                                           if name == "replica-loss" else self.kill_worker)
             problems = cut_answers(calls, notes) + client_failures(client, notes)
-        elif name == "worker-kill":
-            self.cluster.drain_replica(0)
-            self.cluster.start_replica(0, workers=2)
-            self.cluster.wait_both_up()
-            calls, notes = self._timed(self.http(), self.kill_worker)
-            self.cluster.drain_replica(0)  # back to one worker: a replica moves as one
-            self.cluster.start_replica(0)
-            self.cluster.wait_both_up()
+            if name == "worker-kill":
+                self.cluster.drain_replica(0)  # back to one worker: a replica moves as one
+                self.cluster.start_replica(0)
+                self.cluster.wait_both_up()
         elif name == "model-churn":
             calls, notes = self._timed(self.http(), self.add_and_remove_model)
         elif name == "client-restart":

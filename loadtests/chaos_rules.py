@@ -29,11 +29,13 @@ def rollout_rules(calls: list[dict], old: int, new: int, by: str) -> list[str]:
 
 
 def cut_answers(calls: list[dict], notes: list[str]) -> list[str]:
-    """Failures other than answers cut mid-way by the replica's death (named in `notes`)."""
+    """Failures other than answers cut mid-way by the death of the replica or worker answering
+    them (named in `notes`)."""
     cut = [c for c in calls if not c["ok"] and "Incomplete response" in (c["error"] or "")]
     for c in cut:
-        notes.append(f"{c['name']} at {c['t']:.3f} was cut mid-answer: its replica died after the "
-                     "balancer had forwarded part of the answer, so it could not replay it")
+        notes.append(f"{c['name']} at {c['t']:.3f} was cut mid-answer: the process answering "
+                     "it died after the balancer had forwarded part of the answer, so it could "
+                     "not replay it")
     other = sum(not c["ok"] for c in calls) - len(cut)
     return [f"{other} failed calls besides answers cut mid-way"] if other else []
 

@@ -43,8 +43,8 @@ def test_nothing_fails(chaos, scenario):
     print(scenario, row)
     assert row["requests"] > 100, row
     assert not row["problems"], row
-    # every failed call is accounted for: 0, except (replica loss) answers cut mid-way, which no
-    # balancer can replay and the Python client, running beside locust, retried
+    # every failed call is accounted for: 0, except (a replica or a worker SIGKILLed) answers
+    # cut mid-way, which no balancer can replay and the Python client, beside locust, retried
     assert row["failed"] == sum("cut mid-answer" in n for n in row["notes"]), row
     if scenario == "client-restart":  # the restart happened, and only the retries hid it
         assert "retried 0 times" not in row["notes"][-1], row

@@ -316,7 +316,7 @@ def test_beta_sweep_writes_the_numbers_of_its_runs(tmp_path):
 
     from training.beta_sweep import main
 
-    main(["--betas", "0.5,4", "--epochs", "2", "--out", str(tmp_path / "beta"),
+    main(["--betas", "0.5,4", "--epochs", "2", "--threads", "1", "--out", str(tmp_path / "beta"),
           "--figure", str(tmp_path / "beta.png")])
     rows = json.loads((tmp_path / "beta" / "beta_sweep.json").read_text())
     assert [r["beta"] for r in rows] == [0.5, 4.0]

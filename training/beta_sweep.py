@@ -29,7 +29,8 @@ COLUMNS = [("beta", "β", "{:g}"), ("heldout_recon", "reconstruction", "{:.2f}")
            ("bhattacharyya_other_class", "D_B other", "{:.2f}")]
 
 
-def sweep(betas: list[float], out: Path, config: Path, epochs: int | None = None) -> list[dict]:
+def sweep(betas: list[float], out: Path, config: Path, epochs: int | None = None,
+          threads: int | None = None) -> list[dict]:
     base = tomllib.loads(config.read_text())
     names = {f.name for f in fields(TrainConfig)}
     rows = []
@@ -37,6 +38,7 @@ def sweep(betas: list[float], out: Path, config: Path, epochs: int | None = None
         cfg = TrainConfig(**{k: v for k, v in base.items() if k in names})
         cfg.beta, cfg.quiet = beta, True
         cfg.epochs = epochs or cfg.epochs
+        cfg.threads = threads or cfg.threads
         cfg.out = str(out / f"beta-{beta:g}" / "checkpoint.pt")
         cfg.feature_net = str(out / "features.pt")  # trained by the first run, reused after
         metrics = train(cfg)["metrics"]
@@ -89,11 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--betas", default="0.25,0.5,1,2,4,8")
     p.add_argument("--config", type=Path, default=Path("configs/digits.toml"))
     p.add_argument("--epochs", type=int, default=None, help="default: the config's")
+    p.add_argument("--threads", type=int, default=None, help="torch threads; default: the config's")
     p.add_argument("--out", type=Path, default=Path("runs/beta"))
     p.add_argument("--figure", type=Path, default=Path("docs/images/beta_sweep.png"))
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    rows = sweep([float(v) for v in a.betas.split(",")], a.out, a.config, a.epochs)
+    rows = sweep([float(v) for v in a.betas.split(",")], a.out, a.config, a.epochs,
+                 a.threads)
     text = table(rows)
     (a.out / "beta_sweep.md").write_text(text + "\n")
     figure(rows, a.figure)
