@@ -14,12 +14,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 
 from support.servers import Proc, descendants, free_port, kill_all, start_service
 
 ROOT = Path(__file__).resolve().parents[1]
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+SERVER_READY = "/inference.GRPCInferenceService/ServerReady"  # KServe V2
 
 
 class Cluster:
@@ -105,20 +107,34 @@ class Cluster:
         return self
 
     def wait_both_up(self, timeout: float = 30.0) -> None:
-        """Until the balancer has sent to both replicas (its health checks passed)."""
-        seen: set[str] = set()
+        """Until the balancer has sent to both replicas through each of its backends, HTTP
+        and gRPC: each backend checks its servers on its own, so a replica back in one can
+        still be out of the other (a rolling restart that went on then found no gRPC server)."""
+        http: set[str] = set()
+        grpc_seen: set[str] = set()
         deadline = time.monotonic() + timeout
-        while len(seen) < 2:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the balancer reached only {sorted(seen)}: "
-                                   f"{(self.work / 'haproxy.log').read_text()[-2000:]}")
-            try:
-                r = httpx.get(self.url + "/readyz", timeout=2)
-                if r.status_code == 200:
-                    seen.add(r.headers.get("x-served-by", ""))
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        with grpc.insecure_channel(self.grpc_address) as channel:
+            ready = channel.unary_unary(SERVER_READY, request_serializer=bytes,
+                                        response_deserializer=bytes)
+            while len(http) < 2 or len(grpc_seen) < 2:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"the balancer reached only {sorted(http)} over HTTP and "
+                        f"{sorted(grpc_seen)} over gRPC: "
+                        f"{(self.work / 'haproxy.log').read_text()[-2000:]}")
+                try:
+                    r = httpx.get(self.url + "/readyz", timeout=2)
+                    if r.status_code == 200:
+                        http.add(r.headers.get("x-served-by", ""))
+                except httpx.HTTPError:
+                    pass
+                try:  # an empty ServerReadyRequest; the answer's metadata names the replica
+                    _, call = ready.with_call(b"", timeout=2)
+                    grpc_seen.update(v for k, v in call.initial_metadata() or ()
+                                     if k == "x-served-by")
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
 
     def stop(self) -> None:
         if self.lb is not None:
