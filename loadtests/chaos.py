@@ -25,6 +25,7 @@ rollout exports --checkpoint into that copy with the project's exporter.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -175,6 +176,19 @@ class Chaos:
         return [f"r1 worker {before[0]} of {len(before)} SIGKILLed; its replacement "
                 f"started in {time.monotonic() - t:.1f} s"]
 
+    @contextlib.contextmanager
+    def _workers(self, n: int) -> Iterator[None]:
+        """r1 with n BentoML workers for the scenario, then one again (so it moves as one)."""
+        self.cluster.drain_replica(0)
+        self.cluster.start_replica(0, workers=n)
+        self.cluster.wait_both_up()
+        try:
+            yield
+        finally:
+            self.cluster.drain_replica(0)
+            self.cluster.start_replica(0)
+            self.cluster.wait_both_up()
+
     # -- the scenarios -------------------------------------------------------------------------
     def run(self, name: str) -> dict:
         problems: list[str] = []
@@ -194,18 +208,11 @@ class Chaos:
             # beside locust (which never retries), the project's client through the balancer:
             # a call whose answer had begun when its process died cannot be replayed by the
             # balancer (it already forwarded part of it); a retrying client recovers it
-            if name == "worker-kill":
-                self.cluster.drain_replica(0)
-                self.cluster.start_replica(0, workers=2)
-                self.cluster.wait_both_up()
-            with ClientLoad(self.cluster.url, threads=2, rate=self.rate / 10) as client:
+            two = self._workers(2) if name == "worker-kill" else contextlib.nullcontext()
+            with two, ClientLoad(self.cluster.url, threads=2, rate=self.rate / 10) as client:
                 calls, notes = self._timed(self.http(), self.lose_replica
                                            if name == "replica-loss" else self.kill_worker)
             problems = cut_answers(calls, notes) + client_failures(client, notes)
-            if name == "worker-kill":
-                self.cluster.drain_replica(0)  # back to one worker: a replica moves as one
-                self.cluster.start_replica(0)
-                self.cluster.wait_both_up()
         elif name == "model-churn":
             calls, notes = self._timed(self.http(), self.add_and_remove_model)
         elif name == "client-restart":
