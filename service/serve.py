@@ -74,16 +74,39 @@ def settings_env(given: dict[str, object]) -> dict[str, str]:
     return out
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _users(d: Path) -> list[int]:
+    """The processes a metrics directory belongs to: the instance that made it (its name) and
+    the workers that write in it (prometheus_client names each file after its writer's pid,
+    e.g. counter_4242.db)."""
+    pids = [int(d.name[len(PREFIX):].split("-", 1)[0])]
+    for f in d.glob("*.db"):
+        tail = f.stem.rsplit("_", 1)[-1]
+        if tail.isdigit():
+            pids.append(int(tail))
+    return pids
+
+
 def _sweep_stale(tmp: Path) -> None:
-    """Remove metrics directories of instances that were killed without cleaning up."""
+    """Remove metrics directories of instances that were killed without cleaning up. A killed
+    instance's workers outlive it for their drain (service/lifecycle/drain.py watch_parent):
+    their directory stays until they are gone too, or their answers would fail on its files."""
     for d in tmp.glob(PREFIX + "*"):
         try:
-            pid = int(d.name[len(PREFIX):].split("-", 1)[0])
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
+            users = _users(d)
+        except (ValueError, OSError):
+            continue  # not one of ours, or gone meanwhile
+        if not any(_alive(pid) for pid in users):
             shutil.rmtree(d, ignore_errors=True)
-        except PermissionError:  # another user's live process
-            pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import os
 import subprocess
 import sys
 import tempfile
@@ -134,7 +135,6 @@ def test_two_servers_on_one_host_keep_their_own_metrics(trained):
 def test_ctrl_c_in_a_terminal_does_not_wait_out_the_drain(trained, tmp_path):
     """stdin a TTY: the drain is 0 s, so the stop is immediate (a server in a terminal has no
     balancer to drain from); without a TTY the default drain holds (tests/test_drain.py)."""
-    import os
     import signal
     import time
 
@@ -189,3 +189,27 @@ def test_train_and_export_print_only_their_own_lines_in_a_log(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     lines = (r.stdout + r.stderr).strip().splitlines()
     assert lines and all(line.startswith("INFO export: ") for line in lines), lines
+
+
+def test_the_sweep_removes_only_directories_nobody_uses(tmp_path):
+    """A start removes metrics directories of killed instances, but not while a worker of one
+    still writes there (it drains for a while after its arbiter's death)."""
+    from service.serve import PREFIX, _sweep_stale
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead, alive = int(done.stdout), os.getpid()
+    cases = {"dead arbiter, dead worker": (dead, dead, False),
+             "dead arbiter, live worker": (dead, alive, True),
+             "live arbiter": (alive, dead, True)}
+    dirs = {}
+    for i, (case, (arbiter, worker, _)) in enumerate(cases.items()):
+        d = dirs[case] = tmp_path / f"{PREFIX}{arbiter}-{i}"
+        d.mkdir()
+        (d / f"counter_{worker}.db").write_bytes(b"")
+        (d / f"gauge_livesum_{worker}.db").write_bytes(b"")
+    (tmp_path / f"{PREFIX}notapid").mkdir()  # not one of ours: left alone
+    _sweep_stale(tmp_path)
+    assert {case: dirs[case].exists() for case in cases} == \
+        {case: kept for case, (_, _, kept) in cases.items()}
+    assert (tmp_path / f"{PREFIX}notapid").exists()

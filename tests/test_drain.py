@@ -154,7 +154,12 @@ def test_exits_cleanly_after_the_drain(draining):
 def test_workers_of_a_killed_arbiter_drain_and_exit(trained):
     """BentoML's workers live outside the arbiter's process group: SIGKILL of `bentoml serve`
     alone used to leave its worker serving the port, unsupervised. Now it notices, drains (not
-    ready, still serving) and exits, and the port is free for a new replica."""
+    ready, still serving) and exits, and the port is free for a new replica. Another instance
+    starting meanwhile (its sweep of killed instances' metrics directories) leaves the orphaned
+    worker's directory alone: its answers would fail on the missing files."""
+    import tempfile
+
+    from service.serve import _sweep_stale
     from support.servers import descendants
 
     srv = Server(trained["repository"], {"VAE_DRAIN_S": "2"})
@@ -164,6 +169,7 @@ def test_workers_of_a_killed_arbiter_drain_and_exit(trained):
         srv.proc.send_signal(signal.SIGKILL)
         srv.proc.wait(10)
         t0 = time.monotonic()
+        _sweep_stale(Path(tempfile.gettempdir()))  # what every start of `vae-serve` does
         time.sleep(1.5)  # the watch looks every second
         assert httpx.get(srv.url + "/readyz", timeout=5).status_code == 503
         assert httpx.post(srv.url + "/sample", json={"n": 1}, timeout=10).status_code == 200
